@@ -1,0 +1,3 @@
+from virt_debug.cli.main import main
+
+main()

@@ -1,0 +1,3 @@
+"""CLI commands of this concern; filled in by its owner."""
+
+COMMANDS: list = []
