@@ -1,3 +1,393 @@
-"""CLI commands of this concern; filled in by its owner."""
+"""``virt-debug kubevirt ...``: trace a KubeVirt VM's QEMU in its virt-launcher pod.
 
-COMMANDS: list = []
+Also the ``kubectl virt-debug`` plugin (the same commands at top level).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+
+from virt_debug.errors import UsageError
+
+EXAMPLES_RUN = """
+\b
+Examples:
+  virt-debug kubevirt run strace myvm -n myns
+  virt-debug kubevirt run strace myvm --until-stopped --output ./traces
+  virt-debug kubevirt run strace myvm --dry-run -o yaml     # review first
+  kubectl virt-debug run strace myvm --context prod -n myns
+"""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``5m`` or ``1h``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "")
+    if not match:
+        raise click.BadParameter(
+            f"{text!r} is not a duration (examples: 90, 30s, 5m, 1h)"
+        )
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def connection_options(fn):
+    @click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
+        "else the pod's in-cluster account).",
+    )
+    @click.option("--context", help="Kubeconfig context to use.")
+    @click.option(
+        "-n",
+        "--namespace",
+        help="Namespace of the VM (default: the context's namespace).",
+    )
+    @click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Change nothing: print the objects that would be created or changed.",
+    )
+    @click.option(
+        "-o",
+        "--output-format",
+        type=click.Choice(["yaml", "json"]),
+        default="yaml",
+        show_default=True,
+        help="Format of --dry-run and status output.",
+    )
+    @click.option(
+        "--exec-local",
+        "exec_local",
+        multiple=True,
+        hidden=True,
+        help="CLAIM=DIR: run helper commands here, DIR standing for the PVC "
+        "(the exec seam, for tests and offline checks).",
+    )
+    @click.option("--poll", type=float, default=1.0, hidden=True)
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def volume_options(fn):
+    @click.option(
+        "--pvc",
+        "claim",
+        default="",
+        help="PVC for the tools and traces "
+        "(default: virt-debug-VM; created if missing).",
+    )
+    @click.option("--pvc-size", default="1Gi", show_default=True)
+    @click.option("--storage-class", default=None, help="Storage class of a new PVC.")
+    @click.option(
+        "--access-mode",
+        default="ReadWriteOnce",
+        show_default=True,
+        type=click.Choice(["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]),
+    )
+    @click.option(
+        "--helper-image",
+        default=None,
+        help="Image of the helper pod that moves files (needs python3; "
+        "default: the cluster's sidecar-shim image).",
+    )
+    @click.option(
+        "--enable-sidecar-gate",
+        is_flag=True,
+        help="Turn KubeVirt's Sidecar feature gate on if it is off "
+        "(turned off again on restore).",
+    )
+    @click.option(
+        "--recreate-vmi",
+        is_flag=True,
+        help="For a VMI without a VM: delete it and create it again with "
+        "the hook (the guest restarts).",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Display:
+    """Progress on stderr: one line a step, with the time since the start."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.start = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        style = (
+            "yellow"
+            if text.startswith("warning:")
+            else ("red" if "failed" in text else None)
+        )
+        stamp = f"{time.monotonic() - self.start:6.1f}s "
+        self.console.print(stamp + text, style=style, markup=False)
+
+
+def _session(vm: str, kw: dict[str, Any], **options: Any):
+    from virt_debug.backends.kubevirt.client import Connection, connect
+    from virt_debug.backends.kubevirt.flow import Options, Session
+    from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec
+
+    kube = connect(
+        Connection(
+            kubeconfig=kw.get("kubeconfig"),
+            context=kw.get("context"),
+            namespace=kw.get("namespace"),
+        )
+    )
+    if kw.get("exec_local"):
+        volumes = {}
+        for item in kw["exec_local"]:
+            claim, _, directory = item.partition("=")
+            volumes[claim] = Path(directory)
+        pod_exec = LocalExec(kube, volumes)
+    else:
+        pod_exec = KubeExec(kube)
+    known = Options.__dataclass_fields__
+    if kw.get("pvc_size"):
+        options.setdefault("size", kw["pvc_size"])
+    opts = Options(
+        **{k: v for k, v in {**kw, **options}.items() if k in known and v is not None}
+    )
+    return Session(kube, pod_exec, vm, kube.namespace, opts, Display())
+
+
+def _print_plan(planned, fmt: str) -> None:
+    docs = [p.manifest for p in planned if p.manifest is not None]
+    notes = [f"{p.verb}: {p.note}" for p in planned if p.manifest is None and p.note]
+    if fmt == "json":
+        click.echo(
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2)
+        )
+    else:
+        click.echo(
+            yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False
+        )
+    for note in notes:
+        # Comments on stderr keep stdout a clean document, ready for kubectl apply.
+        click.echo(f"# would {note}", err=True)
+
+
+def _analyze(dest: Path) -> None:
+    try:
+        from virt_debug.trace import analyze_paths
+        from virt_debug.trace.report import render
+    except ImportError:
+        click.echo(f"traces in {dest}; read them with: virt-debug analyze {dest}")
+        return
+    analysis = analyze_paths([dest])
+    click.echo(render(analysis, "text", color=sys.stdout.isatty()))
+
+
+@click.group("kubevirt")
+def kubevirt() -> None:
+    """Trace a KubeVirt VM's QEMU inside its virt-launcher pod, without building an
+    image, and put the VM back as it was.
+
+    \b
+    One command does it all:
+      virt-debug kubevirt run strace myvm -n myns
+    or step by step, holding the VM in the traced state:
+      virt-debug kubevirt setup myvm        # PVC + tools (bundle, wrapper, hook)
+      virt-debug kubevirt attach myvm --restart
+      virt-debug kubevirt fetch myvm --output ./traces
+      virt-debug kubevirt detach myvm       # undo everything recorded
+    Every command takes --dry-run -o yaml. Needs KubeVirt v1.2.0+ with the
+    Sidecar feature gate.
+    """
+
+
+@kubevirt.command("run", epilog=EXAMPLES_RUN)
+@click.argument("debugger", type=click.Choice(["strace"]))
+@click.argument("vm")
+@connection_options
+@volume_options
+@click.option(
+    "--duration",
+    default=None,
+    help="How long to trace once QEMU runs (90, 30s, 5m, 1h; default 30s).",
+)
+@click.option("--until-stopped", is_flag=True, help="Trace until the guest stops.")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Trace every call (slow; default leaves out a few hot ones).",
+)
+@click.option(
+    "--start-timeout",
+    default="5m",
+    show_default=True,
+    help="How long to wait for the traced VM to run.",
+)
+@click.option(
+    "--delete-pvc", is_flag=True, help="Delete the PVC we created at the end."
+)
+def run_command(debugger: str, vm: str, **kw: Any) -> None:
+    """Trace the next start of VM's QEMU with DEBUGGER, fetch and explain the traces.
+
+    Restarts the VM (or starts it if stopped) with a hook sidecar that wraps QEMU,
+    follows it to running or failure, then detaches, puts the VM back as it was
+    (on failure and Ctrl-C too), copies the traces here and prints the analysis.
+    """
+    if kw["duration"] and kw["until_stopped"]:
+        raise UsageError("choose one of --duration and --until-stopped")
+    duration = parse_duration(kw.pop("duration") or "30s")
+    start_timeout = parse_duration(kw.pop("start_timeout"))
+    session = _session(
+        vm, kw, debugger=debugger, duration=duration, start_timeout=start_timeout
+    )
+    planned, dest = session.run(kw["output_dir"])
+    if kw["dry_run"]:
+        _print_plan(planned, kw["output_format"])
+        return
+    if dest is not None:
+        _analyze(dest)
+
+
+@kubevirt.command("setup")
+@click.argument("vm")
+@connection_options
+@volume_options
+@click.option("--debugger", default="strace", type=click.Choice(["strace"]))
+@click.option("--full", is_flag=True, help="Trace every call.")
+def setup_command(vm: str, **kw: Any) -> None:
+    """Create the tools PVC and upload the debugger bundle, wrapper and hook.
+
+    \b
+    Example:
+      virt-debug kubevirt setup myvm -n myns --storage-class fast --pvc-size 2Gi
+    """
+    planned = _session(vm, kw).setup()
+    if kw["dry_run"]:
+        _print_plan(planned, kw["output_format"])
+
+
+@kubevirt.command("attach")
+@click.argument("vm")
+@connection_options
+@volume_options
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Restart (or start) the VM now so the hook applies, and follow it.",
+)
+def attach_command(vm: str, **kw: Any) -> None:
+    """Add our hook sidecar to VM's template (other sidecars are kept).
+
+    Takes effect at the VM's next start: pass --restart, or restart it yourself.
+    Run `setup` first. Attaching twice changes nothing.
+
+    \b
+    Example:
+      virt-debug kubevirt attach myvm -n myns --dry-run -o yaml
+    """
+    planned = _session(vm, kw).attach(restart=kw["restart"])
+    if kw["dry_run"]:
+        _print_plan(planned, kw["output_format"])
+
+
+@kubevirt.command("detach")
+@click.argument("vm")
+@connection_options
+@click.option("--delete-pvc", is_flag=True, help="Also delete the PVC we created.")
+@click.option(
+    "--no-restart",
+    is_flag=True,
+    help="Leave the VM running with the hook until its next restart.",
+)
+def detach_command(vm: str, **kw: Any) -> None:
+    """Undo what virt-debug changed on VM, from the record kept on the cluster.
+
+    Removes only our sidecar entry (the annotation gets its exact earlier value),
+    deletes our ConfigMaps and helper pods, restarts or stops the VM back, and
+    turns the Sidecar gate off if we turned it on. Also undoes a crashed run.
+
+    \b
+    Example:
+      virt-debug kubevirt detach myvm -n myns --delete-pvc
+    """
+    planned = _session(vm, kw, delete_pvc=kw["delete_pvc"]).detach(
+        restart_back=not kw["no_restart"]
+    )
+    if kw["dry_run"]:
+        _print_plan(planned, kw["output_format"])
+
+
+@kubevirt.command("fetch")
+@click.argument("vm")
+@connection_options
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
+)
+@click.option(
+    "--all",
+    "every_run",
+    is_flag=True,
+    help="Every run's traces, not only the current one's.",
+)
+@click.option("--helper-image", default=None, help="Image of the helper pod.")
+@click.option("--no-analysis", is_flag=True, help="Only copy the traces.")
+def fetch_command(vm: str, **kw: Any) -> None:
+    """Copy VM's traces off the PVC through a helper pod and explain them.
+
+    \b
+    Example:
+      virt-debug kubevirt fetch myvm -n myns --output ./traces
+    """
+    if kw["dry_run"]:
+        raise UsageError(
+            "fetch changes nothing on the cluster but a short-lived "
+            "helper pod; --dry-run has nothing to show"
+        )
+    dest = _session(vm, kw).fetch(kw["output_dir"], every_run=kw["every_run"])
+    if not kw["no_analysis"]:
+        _analyze(dest)
+
+
+@kubevirt.command("status")
+@click.argument("vm")
+@connection_options
+def status_command(vm: str, **kw: Any) -> None:
+    """Show what virt-debug has changed on VM and how its VMI is doing.
+
+    \b
+    Example:
+      virt-debug kubevirt status myvm -n myns -o json
+    """
+    from virt_debug.backends.kubevirt.status import describe
+
+    session = _session(vm, kw)
+    state = describe(session.kube, session.namespace, vm)
+    if kw["output_format"] == "json":
+        click.echo(json.dumps(state, indent=2))
+    else:
+        click.echo(yaml.safe_dump(state, sort_keys=False), nl=False)
+
+
+COMMANDS = [kubevirt]

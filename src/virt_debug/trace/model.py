@@ -12,15 +12,19 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class Syscall:
-    """A completed call; an ``<unfinished ...>`` start joined with its ``resumed`` end."""
+    """A completed call; an ``<unfinished ...>`` start joined with its ``resumed`` end.
+
+    A start never resumed (the trace ended, the thread vanished) has the result
+    ``"<unfinished ...>"``; a resumed end without its start has ``resumed_only``.
+    """
 
     source: str  # file the record came from (for -ff sets: that file)
-    line_no: int  # line of the call's start (or of the resumed line if the start is missing)
-    pid: int  # the thread id strace printed (0 when the trace had no pid column: see tracker)
+    line_no: int  # line of the call's start (or of its resumed end if no start)
+    pid: int  # thread id strace printed (0 when the trace never showed one: see parse)
     time: float | None
     name: str  # "openat", "syscall_0x1b6", ...
     args: str  # the raw argument text between the outer parentheses
-    result: str  # raw text after " = ": "3</dev/kvm>", "-1 ENOENT (No such file ...)", "?"
+    result: str  # raw text after " = ": "3</dev/kvm>", "-1 ENOENT (No such ...)", "?"
     retval: int | None  # None for "?" and unparsable results
     errno: str | None  # "ENOENT", "ERESTARTSYS", ... ; None on success
     errmsg: str | None  # "No such file or directory"

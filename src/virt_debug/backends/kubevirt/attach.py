@@ -1,0 +1,179 @@
+"""Attach our hook sidecar to a VM and detach it again, leaving other sidecars alone."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+from virt_debug.backends.kubevirt import client as api
+from virt_debug.backends.kubevirt.objects import (
+    SIDECAR_ANNOTATION,
+    annotation_patch,
+    hook_configmap,
+    merge_sidecar,
+    remove_sidecar,
+    sidecar_entry,
+    template_annotations,
+)
+from virt_debug.backends.kubevirt.preflight import (
+    Preflight,
+    hook_version,
+    needs_image,
+)
+from virt_debug.backends.kubevirt.record import Changes, Planned
+from virt_debug.errors import KubernetesError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def our_entry(pre: Preflight, changes: Changes) -> dict[str, Any]:
+    names = changes.record.names
+    return sidecar_entry(
+        configmap=names.hook_configmap,
+        claim=names.volume,
+        hook_version=hook_version(pre.version),
+        image=pre.shim_image if needs_image(pre.version) else None,
+    )
+
+
+def ensure_hook_configmap(changes: Changes, script: str) -> None:
+    """Create the ConfigMap holding the hook script, or bring its script up to date."""
+    record = changes.record
+    name = record.names.hook_configmap
+    manifest = hook_configmap(name, record.namespace, record.vm, script)
+    current = (
+        None
+        if changes.dry_run
+        else changes.kube.get(api.core(record.namespace, "configmaps", name))
+    )
+    if current is None:
+        changes.create(manifest)
+    elif (current.get("data") or {}) != manifest["data"]:
+        path = api.core(record.namespace, "configmaps", name)
+        changes.patch(path, {"data": manifest["data"]}, current)
+
+
+def attach(
+    changes: Changes, pre: Preflight, script: str, *, recreate_vmi=False
+) -> None:
+    """Put our sidecar into the VM's template; takes effect at the next start."""
+    ensure_hook_configmap(changes, script)
+    if pre.standalone_vmi:
+        _attach_standalone(changes, pre, recreate_vmi)
+        return
+
+    vm = pre.vm or {}
+    record = changes.record
+    current = template_annotations(vm).get(SIDECAR_ANNOTATION)
+    try:
+        value = merge_sidecar(
+            current, our_entry(pre, changes), record.names.hook_configmap
+        )
+    except ValueError as e:
+        raise KubernetesError(
+            f"VM {pre.vm_name}: {e}", hint="fix the annotation by hand first"
+        ) from e
+    if value == current:
+        log.info("VM %s already carries our hook sidecar", pre.vm_name)
+        return
+
+    # Write down the exact old value before changing it: a crash can then restore it.
+    if not record.attached:
+        record.annotation_before = current
+        record.attached = True
+        changes.save()
+    rv = (vm.get("metadata") or {}).get("resourceVersion")
+    path = api.kubevirt(pre.namespace, "virtualmachines", pre.vm_name)
+    pre.vm = changes.patch(path, annotation_patch(value, rv), vm)
+
+
+def detach(changes: Changes, vm: dict[str, Any] | None) -> bool:
+    """Take our sidecar out of the VM's template; True if the VM changed."""
+    record = changes.record
+    if record.kind == "VirtualMachineInstance":
+        return False
+    if vm is None:
+        log.warning("VM %s is gone; nothing to detach", record.vm)
+        return False
+    current = template_annotations(vm).get(SIDECAR_ANNOTATION)
+    before = record.annotation_before if record.attached else None
+    try:
+        value = remove_sidecar(current, record.names.hook_configmap, before)
+    except ValueError as e:
+        raise KubernetesError(
+            f"VM {record.vm}: {e}", hint="remove our entry from the annotation by hand"
+        ) from e
+    if value == current:
+        return False
+    rv = (vm.get("metadata") or {}).get("resourceVersion")
+    path = api.kubevirt(record.namespace, "virtualmachines", record.vm)
+    changes.patch(path, annotation_patch(value, rv), vm)
+    record.attached = False
+    changes.save()
+    return True
+
+
+def clean_vmi_manifest(vmi: dict[str, Any]) -> dict[str, Any]:
+    """A VMI as it can be created again: no status, no server-set metadata."""
+    meta = vmi.get("metadata") or {}
+    keep = {
+        k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
+    }
+    annotations = {
+        k: v
+        for k, v in (keep.get("annotations") or {}).items()
+        if not k.startswith("kubevirt.io/")
+        or k == "kubevirt.io/storage-observed-api-version"
+    }
+    keep["annotations"] = annotations
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": keep,
+        "spec": copy.deepcopy(vmi.get("spec") or {}),
+    }
+
+
+def _attach_standalone(changes: Changes, pre: Preflight, recreate: bool) -> None:
+    if not recreate:
+        raise UsageError(
+            f"{pre.vm_name} is a VirtualMachineInstance without a VirtualMachine: "
+            "KubeVirt reads hook sidecars only when it creates the launcher pod, so a "
+            "running VMI cannot take one. virt-debug can delete it and create it again "
+            "with the hook (the guest restarts; detach recreates it without)",
+            hint="add --recreate-vmi to do that",
+        )
+    record = changes.record
+    original = clean_vmi_manifest(pre.vmi or {})
+    current = (original["metadata"].get("annotations") or {}).get(SIDECAR_ANNOTATION)
+    value = merge_sidecar(current, our_entry(pre, changes), record.names.hook_configmap)
+    traced = copy.deepcopy(original)
+    traced["metadata"].setdefault("annotations", {})[SIDECAR_ANNOTATION] = value
+
+    record.kind = "VirtualMachineInstance"
+    record.vmi_manifest = original
+    record.attached = True
+    changes.save()
+    recreate_vmi(changes, traced, f"recreate VMI {pre.vm_name} with the hook sidecar")
+
+
+def recreate_vmi(changes: Changes, manifest: dict[str, Any], note: str) -> None:
+    """Delete a standalone VMI and create it from ``manifest``."""
+    ns, name = changes.namespace, manifest["metadata"]["name"]
+    if changes.dry_run:
+        changes.planned.append(Planned("replace", manifest, note))
+        return
+    path = api.kubevirt(ns, "virtualmachineinstances", name)
+    changes.kube.delete(path)
+    _wait_gone(changes, path)
+    changes.kube.create(api.kubevirt(ns, "virtualmachineinstances"), manifest)
+
+
+def _wait_gone(changes: Changes, path: str, tries: int = 600) -> None:
+    for _ in range(tries):
+        if changes.kube.get(path) is None:
+            return
+        time.sleep(0.5)
+    raise KubernetesError(f"{path} is still there after 5 minutes of deleting")

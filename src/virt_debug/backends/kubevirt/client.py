@@ -1,0 +1,240 @@
+"""Connection to the cluster, found the way kubectl finds it, and plain-JSON requests.
+
+Every request goes through ``Kube.request``: manifests stay plain dicts from the
+builders in ``objects`` to the wire, for core and KubeVirt resources alike. The
+official client does the rest: kubeconfig parsing, auth plugins, TLS, in-cluster
+service accounts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from virt_debug.errors import KubernetesError
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass
+class Connection:
+    """Where to connect, from kubectl-style flags."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    request_timeout: float = 30.0
+
+
+def _kubeconfig_files(explicit: str | None) -> str | None:
+    # kubectl's order: --kubeconfig, $KUBECONFIG (a path list), ~/.kube/config.
+    if explicit:
+        return explicit
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return env
+    default = os.path.expanduser("~/.kube/config")
+    return default if os.path.exists(default) else None
+
+
+def _context_namespace(config_file: str, context: str | None) -> str | None:
+    contexts, active = k8s_config.list_kube_config_contexts(config_file=config_file)
+    chosen = active
+    if context:
+        chosen = next((c for c in contexts if c.get("name") == context), None)
+    return ((chosen or {}).get("context") or {}).get("namespace")
+
+
+def connect(conn: Connection) -> Kube:
+    """A client for the cluster named by kubeconfig/context, or the in-cluster one."""
+    config_file = _kubeconfig_files(conn.kubeconfig)
+    namespace = conn.namespace
+    try:
+        if config_file:
+            api_client = k8s_config.new_client_from_config(
+                config_file=config_file, context=conn.context
+            )
+            namespace = namespace or _context_namespace(config_file, conn.context)
+        else:
+            configuration = k8s.Configuration()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            api_client = k8s.ApiClient(configuration)
+            if not namespace and os.path.exists(SERVICE_ACCOUNT_NAMESPACE):
+                with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                    namespace = f.read().strip()
+    except (ConfigException, OSError, ValueError) as e:
+        raise KubernetesError(
+            f"cannot load the cluster configuration: {e}",
+            hint="pass --kubeconfig or set KUBECONFIG, or run inside a pod",
+        ) from e
+    log.debug("connecting to %s", api_client.configuration.host)
+    return Kube(api_client, namespace or "default", conn.request_timeout)
+
+
+class ApiError(KubernetesError):
+    """A refused request, with its HTTP status for callers that expect some."""
+
+    def __init__(self, message: str, status: int, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def _describe(e: ApiException, method: str, path: str) -> ApiError:
+    reason, message = e.reason or "", ""
+    try:
+        body = json.loads(e.body or "{}")
+        message = body.get("message", "")
+        reason = body.get("reason", reason)
+    except (TypeError, ValueError):
+        message = (e.body or "")[:200] if isinstance(e.body, str) else ""
+    status = int(e.status or 0)
+    text = f"{method} {path}: {status} {reason}: {message}".rstrip(": ")
+    if status == 403:
+        text += " (your account lacks this permission; see `kubectl auth can-i`)"
+    elif status == 401:
+        text += " (the credentials were refused; log in again)"
+    return ApiError(text, status, reason)
+
+
+class Kube:
+    """A namespace-aware client speaking plain JSON to the API server."""
+
+    def __init__(
+        self, api_client: k8s.ApiClient, namespace: str, timeout: float = 30.0
+    ) -> None:
+        self.api_client = api_client
+        self.namespace = namespace
+        self.timeout = timeout
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            headers["Content-Type"] = content_type
+        serialized = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()) or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api_client.call_api(
+                *serialized, _request_timeout=self.timeout
+            )
+            response.read()
+        except ApiException as e:
+            raise _describe(e, method, path) from e
+        except OSError as e:
+            raise KubernetesError(
+                f"cannot reach the API server at {self.host}: {e}",
+                hint="check the cluster is up and your kubeconfig points at it",
+            ) from e
+        except Exception as e:
+            # urllib3 wraps connection failures in its own hierarchy.
+            if type(e).__module__.startswith("urllib3"):
+                raise KubernetesError(
+                    f"cannot reach the API server at {self.host}: {e}",
+                    hint="check the cluster is up and your kubeconfig points at it",
+                ) from e
+            raise
+        if not 200 <= response.status <= 299:
+            raise _describe(
+                ApiException(
+                    status=response.status,
+                    reason=response.reason,
+                    body=response.data.decode("utf-8", "replace"),
+                ),
+                method,
+                path,
+            )
+        data = response.data or b""
+        return json.loads(data) if data.strip() else None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None if it does not exist."""
+        try:
+            return self.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        return list((self.request("GET", path, query=query) or {}).get("items") or [])
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, body)
+
+    def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, body if body is not None else {})
+
+    def delete(self, path: str) -> bool:
+        """Delete; False if it was already gone."""
+        try:
+            self.request("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1"})
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+
+# Paths of the resources we touch, in one place.
+
+
+def core(namespace: str, plural: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def kubevirt(namespace: str, plural: str, name: str = "") -> str:
+    base = f"/apis/kubevirt.io/v1/namespaces/{namespace}/{plural}"
+    return base + (f"/{name}" if name else "")
+
+
+def vm_subresource(namespace: str, name: str, action: str) -> str:
+    return (
+        f"/apis/subresources.kubevirt.io/v1/namespaces/{namespace}"
+        f"/virtualmachines/{name}/{action}"
+    )
+
+
+KUBEVIRTS_ALL = "/apis/kubevirt.io/v1/kubevirts"

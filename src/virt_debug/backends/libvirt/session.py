@@ -1,0 +1,256 @@
+"""One traced start of a libvirt domain, from definition to restore.
+
+The steps, each shown to the user as a phase:
+
+* probing: write the wrapper and the hook script, define the domain through the hook
+  twice (virt-launcher's sequence); the first define makes libvirt probe the wrapper
+  as a new emulator, which the wrapper runs untraced;
+* starting: ``create()``; a QEMU that fails at once makes this raise, and the run goes
+  on to collect and explain;
+* tracing: until the guest stops, the duration is up, the caller's ``watch`` says so,
+  or Ctrl-C;
+* collecting: destroy the guest if it still runs, wait for the wrapper's ``status``
+  files, copy this run's part of libvirt's domain log, restore the definition.
+
+Restoring is in a ``finally`` and signals only set a flag (``StopRequest``), so the
+user's definition comes back on any failure and on Ctrl-C.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virt_debug.backends.libvirt import collect, domain
+from virt_debug.backends.libvirt.connection import first_line, qemu_log_path
+from virt_debug.backends.libvirt.hook import define_through_hook
+from virt_debug.backends.libvirt.stop import StopRequest
+from virt_debug.errors import Interrupted, LibvirtError
+
+log = logging.getLogger(__name__)
+
+WRAPPER_NAME = "qemu-wrapper"
+HOOK_NAME = "onDefineDomain"
+POLL_SECONDS = 0.2
+
+
+class Progress:
+    """What a run reports while it goes; the CLI draws it, the default is silent."""
+
+    def phase(self, name: str, detail: str = "") -> None:
+        log.info("%s %s", name, detail)
+
+    def tracing(self, elapsed: float, trace_bytes: int) -> None:
+        pass
+
+
+@dataclass
+class RunOptions:
+    debugger: str = "strace"
+    output: Path = Path("virt-debug-out")
+    duration: float | None = None
+    full: bool = False
+    qemu: str | None = None
+    extra_args: Sequence[str] = ()
+
+
+@dataclass
+class RunResult:
+    domain: str
+    output: Path
+    emulator: str
+    launches: list[Path] = field(default_factory=list)
+    # How tracing ended: "guest stopped", "duration", "watch", "interrupted",
+    # or "start failed" (with start_error: libvirt's message).
+    ended_by: str = ""
+    start_error: str | None = None
+    qemu_log: Path | None = None
+    restore_error: str | None = None
+    # Seconds per step: define (hook + probe), start (create() returned), traced.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.ended_by == "interrupted"
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def prepare_work_dir(output: Path, options: RunOptions, emulator: str) -> Path:
+    """Write the wrapper and the standalone hook script; return the work dir."""
+    from virt_debug.launch import hook_script
+    from virt_debug.launch.wrapper import render_wrapper
+
+    work = output / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    wrapper = work / WRAPPER_NAME
+    text = render_wrapper(
+        options.debugger,
+        qemu=emulator,
+        output=str(output.resolve()),
+        full=options.full,
+        extra_args=options.extra_args,
+    )
+    _write(wrapper, text, 0o755)
+    _write(work / HOOK_NAME, hook_script(str(wrapper.resolve())), 0o755)
+    return work
+
+
+def _stop_guest(dom) -> None:
+    import libvirt
+
+    # libvirt may report the process busy while it is still being torn down; the
+    # wrapper forwards the stop to QEMU, which can take a moment to exit.
+    for attempt in range(5):
+        try:
+            if not dom.isActive():
+                return
+            dom.destroy()
+            return
+        except libvirt.libvirtError as e:
+            log.info("destroy attempt %d failed: %s", attempt + 1, first_line(e))
+            time.sleep(1.0)
+    raise LibvirtError(
+        f"cannot stop the guest {dom.name()}",
+        hint=f"stop it with `virsh destroy {dom.name()}`",
+    )
+
+
+def _wait(dom, options, stop, progress, watch) -> str:
+    import libvirt
+
+    started = time.monotonic()
+    while True:
+        if stop.requested:
+            return "interrupted"
+        try:
+            state = dom.state()[0]
+        except libvirt.libvirtError:
+            return "guest stopped"
+        if state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+            return "guest stopped"
+
+        elapsed = time.monotonic() - started
+        if options.duration is not None and elapsed >= options.duration:
+            return "duration"
+        if watch is not None and watch():
+            return "watch"
+        progress.tracing(elapsed, collect.trace_bytes(options.output))
+        stop.wait(POLL_SECONDS)
+
+
+def run(
+    conn,
+    target: domain.Target,
+    options: RunOptions,
+    *,
+    progress: Progress | None = None,
+    watch: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Start ``target`` under the debugger, trace it, stop it, and restore it."""
+    progress = progress or Progress()
+    output = options.output
+    output.mkdir(parents=True, exist_ok=True)
+    emulator = domain.real_emulator(conn, target, options.qemu)
+    result = RunResult(target.name, output, emulator)
+
+    with StopRequest() as stop:
+        stop.on_repeat = lambda: progress.phase(
+            "collecting", "still restoring the domain definition; please wait"
+        )
+        try:
+            _traced_start(conn, target, options, progress, watch, stop, result)
+        finally:
+            progress.phase("collecting", "restoring the domain definition")
+            _finish(conn, target, result)
+
+        if stop.requested and result.ended_by != "interrupted":
+            # Ctrl-C before tracing began: nothing to explain, everything undone.
+            raise Interrupted(
+                f"interrupted by {stop.signal_name}; the definition of "
+                f"{target.name} is restored"
+            )
+    return result
+
+
+def _traced_start(conn, target, options, progress, watch, stop, result) -> None:
+    output = options.output
+    progress.phase("probing", f"libvirt probes the wrapper for {target.name}")
+    work = prepare_work_dir(output, options, result.emulator)
+    domain.save_copy(target, work)
+    visible = target.saved_xml or target.xml
+    (output / "domain.xml").write_text(_without_secrets(visible), encoding="utf-8")
+
+    t0 = time.monotonic()
+    try:
+        dom = define_through_hook(conn, work / HOOK_NAME, target.xml, target.name)
+    finally:
+        result.timings["define"] = time.monotonic() - t0
+    if stop.requested:
+        return
+
+    qemu_log = qemu_log_path(conn.getURI(), target.name)
+    offset = collect.log_offset(qemu_log)
+    result.qemu_log = qemu_log
+    result.timings["log_offset"] = offset
+
+    progress.phase("starting", target.name)
+    t1 = time.monotonic()
+    try:
+        dom.create()
+    except Exception as e:
+        import libvirt
+
+        if not isinstance(e, libvirt.libvirtError):
+            raise
+        result.start_error = str(e).strip()
+        result.ended_by = "start failed"
+        return
+    finally:
+        result.timings["start"] = time.monotonic() - t1
+
+    progress.phase("tracing", target.name)
+    t2 = time.monotonic()
+    result.ended_by = _wait(dom, options, stop, progress, watch)
+    result.timings["traced"] = time.monotonic() - t2
+
+
+def _without_secrets(xml: str) -> str:
+    # The copy in the output directory is for bug reports: no passwords in it.
+    import re
+
+    return re.sub(r"""(passwd|password)=(['"]).*?\2""", r"\1=\2***\2", xml)
+
+
+def _finish(conn, target: domain.Target, result: RunResult) -> None:
+    """Stop the guest, gather the outputs, restore the definition (always)."""
+    import libvirt
+
+    try:
+        try:
+            dom = conn.lookupByName(target.name)
+        except libvirt.libvirtError:
+            dom = None
+        if dom is not None:
+            _stop_guest(dom)
+
+        result.launches = collect.launch_dirs(result.output)
+        collect.wait_for_status(result.launches)
+        if result.qemu_log is not None:
+            offset = int(result.timings.pop("log_offset", 0))
+            dest = result.output / collect.QEMU_LOG_NAME
+            result.qemu_log = collect.copy_log_tail(result.qemu_log, offset, dest)
+    finally:
+        try:
+            domain.restore(conn, target)
+            saved = result.output / "work" / domain.SAVED_XML_NAME
+            if saved.exists():
+                os.unlink(saved)
+        except LibvirtError as e:
+            result.restore_error = str(e)
+            log.error("%s", e)

@@ -1,0 +1,121 @@
+"""The first summary after a run: how QEMU ended, what failed, what QEMU said.
+
+The trace analysis (``virt_debug.trace.analyze_paths`` and ``trace.report.render``)
+explains each launch when it is available. Until then, and whenever it cannot read a
+trace, a plain reading of the wrapper's files stands in: ``status``, the failed calls
+of ``strace.log`` grouped by call, errno and path, the threads seen, and QEMU's last
+error line from libvirt's domain log.
+"""
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+from virt_debug.backends.libvirt import collect
+from virt_debug.backends.libvirt.session import RunResult
+
+log = logging.getLogger(__name__)
+
+# "<pid>[<comm>] <time> call(args) = -1 ERRNO (text)" as strace -f -tt [-Y] writes it.
+_FAILED = re.compile(
+    r"^(?P<pid>\d+)(?:<[^>]*>)?\s+[\d:.]+\s+(?P<call>\w+)\((?P<args>.*)\)\s+=\s+-1\s+"
+    r"(?P<errno>E[A-Z0-9]+)"
+)
+_PID = re.compile(r"^(\d+)(?:<([^>]*)>)?\s")
+_ROUTINE_ERRNOS = {"ENOENT", "EAGAIN", "EINTR", "ENOTCONN", "EINPROGRESS", "ENOSYS"}
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_MAX_GROUPS = 12
+
+_ENDED = {
+    "guest stopped": "the guest stopped",
+    "duration": "the duration was reached",
+    "watch": "what the caller waited for happened",
+    "interrupted": "interrupted",
+    "start failed": "the start failed",
+}
+
+
+def render_summary(result: RunResult, *, color: bool = False, width: int = 80) -> str:
+    """The summary text for a finished run."""
+    lines = [f"domain {result.domain}: {_ENDED.get(result.ended_by, 'run ended')}"]
+    if result.start_error:
+        lines.append(f"libvirt: {result.start_error.splitlines()[0]}")
+    if not result.launches:
+        lines.append("no traced launch of QEMU (it never started under the wrapper)")
+    for launch in result.launches:
+        lines += ["", f"launch {launch.name}:"]
+        lines.append(_explain(launch, color=color, width=width))
+
+    message = collect.last_qemu_message(result.qemu_log)
+    if message and not any(message in line for line in lines):
+        lines += ["", f"QEMU said (libvirt log): {message}"]
+    lines += ["", f"output: {result.output}"]
+    if result.restore_error:
+        lines.append(f"WARNING: {result.restore_error}")
+    return "\n".join(lines)
+
+
+def _explain(launch: Path, *, color: bool, width: int) -> str:
+    # The seam to the trace analysis: used as soon as it is there.
+    try:
+        from virt_debug.trace import analyze_paths
+        from virt_debug.trace.report import render
+    except ImportError:
+        return plain_launch_summary(launch)
+    try:
+        return render(analyze_paths([launch]), "text", color=color, width=width)
+    except Exception as e:  # the run is over; a reader bug must not hide its result
+        log.warning("the trace analysis failed on %s (%s); plain summary", launch, e)
+        return plain_launch_summary(launch)
+
+
+def plain_launch_summary(launch: Path) -> str:
+    """A summary from the wrapper's files alone."""
+    status = collect.read_status(launch) or "unknown (no status file)"
+    lines = [f"  QEMU ended: {status}"]
+
+    trace = launch / "strace.log"
+    if not trace.is_file():
+        lines.append("  no strace.log in this launch")
+        return "\n".join(lines)
+    threads, failures = read_failures(trace)
+    names = sorted({name for name in threads.values() if name})
+    lines.append(f"  threads traced: {len(threads)} ({', '.join(names) or 'no names'})")
+    if failures:
+        lines.append("  failed calls (count  call  errno  path), telling ones first:")
+        ranked = sorted(
+            failures.items(),
+            key=lambda kv: (_routine(kv[0][1]), kv[0][2] is None, -kv[1]),
+        )
+        for (call, errno, path), count in ranked[:_MAX_GROUPS]:
+            lines.append(f"    {count:5d}  {call}  {errno}  {path or '-'}")
+        if len(failures) > _MAX_GROUPS:
+            lines.append(f"    ... and {len(failures) - _MAX_GROUPS} more groups")
+    return "\n".join(lines)
+
+
+def _routine(errno: str) -> bool:
+    # Probing for optional files and sockets fails all the time; those go last.
+    return errno in _ROUTINE_ERRNOS
+
+
+def read_failures(trace: Path) -> tuple[dict[int, str], Counter]:
+    """Threads (id: last name seen) and failed calls grouped by (call, errno, path)."""
+    threads: dict[int, str] = {}
+    failures: Counter = Counter()
+    with trace.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            pid = _PID.match(line)
+            if pid:
+                threads[int(pid.group(1))] = pid.group(2) or ""
+            match = _FAILED.match(line)
+            if match:
+                path = _STRING.search(match.group("args"))
+                key = (
+                    match.group("call"),
+                    match.group("errno"),
+                    path and path.group(1),
+                )
+                failures[key] += 1
+    return threads, failures

@@ -1,0 +1,264 @@
+"""Streaming reader of strace output: lines in, ``model`` events out.
+
+Memory stays constant whatever the trace size: files are read line by line, ``-ff``
+sets are merged by time with ``heapq.merge`` over one generator per file, and the only
+state kept is one pending ``<unfinished ...>`` call per thread.
+
+Which files are traces: a file named explicitly always is. In a directory (walked
+recursively) a file is a trace when its name matches ``strace.log*``, ``*.strace``,
+or ``<prefix>.<pid>`` (an ``-ff`` set, ``trace.1234`` included); ``argv``, ``status``,
+``wrapper.log`` and the like are skipped. Files of one ``<prefix>.<pid>`` set (and
+``strace.log`` with its ``strace.log.<pid>`` siblings) are merged in time order; other
+traces follow one another.
+
+Times (``Syscall.time`` and friends) are floats comparable across the files of a set:
+
+* ``-ttt`` and ``--timestamps=unix``: epoch seconds as printed.
+* ``-t``/``-tt`` (time of day, no date): the date is the local date of the file's
+  modification time (the end of the trace), or the day before when the first time
+  of day is later than the mtime's (the trace began before midnight). A time of day
+  that jumps back by more than 12 hours is a midnight wrap: the day is carried forward.
+  The result is epoch seconds in the reading machine's time zone.
+* ``-r``: seconds since the first record of the file (the deltas summed).
+* no timestamps: ``None``.
+
+Lines the reader cannot read become ``Unparsed`` events with their line number and a
+reason; no line is dropped (see ``ReadStats`` for the accounting).
+"""
+
+import gzip
+import heapq
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from virt_debug.errors import TraceInputError
+from virt_debug.trace.lines import FileReader
+from virt_debug.trace.model import Event, Exit, Note, Syscall
+
+log = logging.getLogger(__name__)
+
+_SET_MEMBER = re.compile(r"^(.+)\.(\d+)$")
+_TRACE_NAME = re.compile(r"^(strace\.log.*|.*\.strace|.+\.\d+)$")
+_FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
+_HOLD = 20000
+_NOT_TRACES = {"argv", "status", "wrapper.log", "probes.log"}
+
+
+@dataclass
+class ReadStats:
+    """How every line of the input was accounted for.
+
+    ``lines == blank + records + joined + frames + unparsed`` always holds: a line is
+    blank, starts an event, is joined into an event that started earlier (a
+    ``resumed`` end, the rest of a line cut by ``strace: Process N attached``), is a
+    ``-k`` stack frame of the call before it, or is reported as ``Unparsed``.
+    """
+
+    files: int = 0
+    lines: int = 0
+    blank: int = 0
+    records: int = 0
+    joined: int = 0
+    frames: int = 0
+    unparsed: int = 0
+
+    def add(self, other: "ReadStats") -> None:
+        for name in ("files", "lines", "blank", "records", "joined", "frames"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unparsed += other.unparsed
+
+
+def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
+    """The trace files named by ``paths``, grouped: each group is merged by time."""
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    order: list[tuple[Path, str]] = []
+
+    def add(path: Path) -> None:
+        key = (path.parent, _set_name(path.name))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        if path not in groups[key]:
+            groups[key].append(path)
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = [p for p in _walk(path) if is_trace_name(p.name)]
+            if not found:
+                raise TraceInputError(
+                    f"no strace output found in {path}",
+                    "pass the trace file itself, or a directory holding strace.log, "
+                    "*.strace or NAME.PID files",
+                )
+            for p in found:
+                add(p)
+        elif path.exists():
+            add(path)
+        else:
+            raise TraceInputError(
+                f"{path}: no such file or directory", "check the path of the trace"
+            )
+    return [sorted(groups[key], key=_member_order) for key in order]
+
+
+def is_trace_name(name: str) -> bool:
+    """Whether a file found in a directory is taken as strace output."""
+    if name in _NOT_TRACES or name.startswith("."):
+        return False
+    return _TRACE_NAME.match(name) is not None
+
+
+def iter_events(
+    paths: Sequence[Path | str], *, stats: ReadStats | None = None
+) -> Iterator[Event]:
+    """Every event of the traces at ``paths`` (files or directories), streamed."""
+    for group in trace_files(paths):
+        if len(group) == 1:
+            yield from _file_events(group[0], stats)
+            continue
+
+        # A -ff set: one generator per file, merged on time; events without a time
+        # keep their place after the last timed event of their file.
+        streams = [_keyed(_file_events(path, stats), n) for n, path in enumerate(group)]
+        for _key, _n, _seq, event in heapq.merge(*streams):
+            yield event
+
+
+def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
+    """Give lines printed without a pid (pid 0) the pid they belong to.
+
+    strace prints no pid while it traces a single process: in a stderr capture the
+    first process's early lines have none, and lines go bare again whenever one
+    process is left. The first process is the first pid seen that it did not create
+    (or the pid named by an initial ``attached`` note); its bare lines are held back,
+    at most ``_HOLD`` of them, until that pid is known. A file with no pid at all
+    keeps 0 throughout.
+    """
+    first: int | None = None
+    held: list[Event] = []
+    children: set[int] = set()
+    for event in events:
+        pid = getattr(event, "pid", None)
+        if pid is None or pid == 0:
+            if type(event) is Syscall and event.name in _FORKS and event.retval:
+                children.add(event.retval)
+            held.append(event)
+            if len(held) <= _HOLD:
+                continue
+            first, event = 0, None
+        elif pid in children or (type(event) is Note and event.kind == "attached"):
+            # A child of the first process, or a -p attach before any bare line.
+            if not any(getattr(e, "pid", None) == 0 for e in held):
+                first = pid
+            else:
+                children.add(pid)
+                held.append(event)
+                continue
+        else:
+            first = pid
+
+        for early in held:
+            if first and getattr(early, "pid", None) == 0:
+                early.pid = first
+            yield early
+        if event is not None:
+            yield event
+        if not held:
+            # Every line has a pid column (strace -f -o FILE): nothing to resolve.
+            yield from events
+            return
+        held.clear()
+        break
+    else:
+        yield from held
+        return
+
+    live: set[int] = {first} if first else set()
+    for event in events:
+        pid = getattr(event, "pid", None)
+        if pid == 0 and first:
+            event.pid = next(iter(live)) if len(live) == 1 else first
+        elif pid:
+            if type(event) is Exit:
+                live.discard(pid)
+            else:
+                live.add(pid)
+        yield event
+
+
+def _keyed(events: Iterable[Event], n: int) -> Iterator[tuple]:
+    last = float("-inf")
+    for seq, event in enumerate(events):
+        time = getattr(event, "time", None)
+        if time is not None:
+            last = time
+        yield last, n, seq, event
+
+
+def _file_events(path: Path, stats: ReadStats | None) -> Iterator[Event]:
+    member = _SET_MEMBER.match(path.name)
+    pid = int(member.group(2)) if member and len(member.group(2)) <= 7 else 0
+    try:
+        handle = _open(path)
+    except OSError as e:
+        raise TraceInputError(
+            f"cannot read {path}: {e.strerror}", "check the file's permissions"
+        ) from e
+
+    with handle:
+        reader = FileReader(str(path), pid, _day_base(path))
+        events = reader.events(handle)
+        yield from events if pid else _resolve_unprefixed(events)
+    if stats is not None:
+        stats.add(reader.stats)
+
+
+def _open(path: Path):
+    # Text mode splits on "\n" only, so line numbers match `wc -l`; bytes that are not
+    # UTF-8 come out as "\xNN", the way strace itself escapes them.
+    if path.suffix == ".gz":
+        return gzip.open(
+            path, "rt", encoding="utf-8", errors="backslashreplace", newline="\n"
+        )
+    return open(path, encoding="utf-8", errors="backslashreplace", newline="\n")
+
+
+def _day_base(path: Path):
+    """Maps the first time of day to the local midnight (epoch) it counts from."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    end = datetime.fromtimestamp(mtime)
+    end_tod = end.hour * 3600 + end.minute * 60 + end.second + 1
+
+    def base(first_tod: float) -> float:
+        day: date = end.date()
+        if first_tod > end_tod:
+            day -= timedelta(days=1)
+        return datetime(day.year, day.month, day.day).timestamp()
+
+    return base
+
+
+def _set_name(name: str) -> str:
+    m = _SET_MEMBER.match(name)
+    return m.group(1) if m else name
+
+
+def _member_order(path: Path) -> tuple:
+    m = _SET_MEMBER.match(path.name)
+    return (m.group(1), int(m.group(2))) if m else (path.name, -1)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath, name)

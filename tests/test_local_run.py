@@ -1,0 +1,176 @@
+"""`virt-debug run strace` against a private libvirt session daemon as uid 107.
+
+Each test is one of the facts in the design's facts file, asserted the way a user would
+see it: the command's output, the files it leaves, the domain's definition afterwards,
+the processes left on the machine.
+"""
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from virt_debug.backends.libvirt.collect import launch_dirs
+from virt_debug.backends.libvirt.daemon import qemu_processes_mentioning
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
+
+SMBIOS = "Acme Corp  Two Spaces"
+THREAD = re.compile(r"^(\d+)[<\s]")
+
+
+def traced_threads(launch: Path) -> set[int]:
+    with (launch / "strace.log").open(errors="replace") as f:
+        return {int(m.group(1)) for line in f if (m := THREAD.match(line))}
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_two_runs_give_two_traces_of_every_thread_and_restore_the_definition(
+    local_libvirt, guest_xml
+):
+    work = local_libvirt.workdir("two-runs")
+    name = local_libvirt.define(guest_xml(work / "guest", "vd-two-runs"))
+    before = local_libvirt.inactive_xml(name)
+    output = work / "out"
+
+    for _ in range(2):
+        # The guard timeout is generous: a hung probe would block the define forever.
+        done = local_libvirt.virt_debug(
+            ["run", "strace", name, "--duration", "2s", "--output", str(output)],
+            cwd=work,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert local_libvirt.inactive_xml(name) == before
+
+    # The probes ran untraced (the define returned), each launch has its own trace.
+    assert "probe by pid" in (output / "probes.log").read_text()
+    launches = launch_dirs(output)
+    assert len(launches) == 2
+    for launch in launches:
+        assert (launch / "status").read_text().strip()
+        assert len(traced_threads(launch)) > 1
+    assert "threads traced" in done.stdout or "thread" in done.stdout.lower()
+    local_libvirt.undefine(name)
+
+
+def test_interrupt_mid_trace_keeps_arguments_environment_and_definition(
+    local_libvirt, guest_xml
+):
+    work = local_libvirt.workdir("interrupt")
+    xml = guest_xml(work / "guest", "vd-interrupt", smbios=SMBIOS)
+    name = local_libvirt.define(xml)
+    before = local_libvirt.inactive_xml(name)
+    output = work / "out"
+
+    run = local_libvirt.start_virt_debug(
+        ["run", "strace", name, "--output", str(output)], cwd=work
+    )
+    try:
+        # Tracing has begun once a launch has a trace and QEMU is running.
+        wait_for(lambda: launch_dirs(output), 240, "the traced launch")
+        pids = wait_for(lambda: qemu_processes_mentioning(str(work)), 60, "QEMU")
+        qemu = Path(f"/proc/{pids[0]}")
+        argv = qemu.joinpath("cmdline").read_bytes().split(b"\0")
+        environ = qemu.joinpath("environ").read_bytes().split(b"\0")
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+    # An SMBIOS value with two spaces arrives as one argument, unchanged.
+    assert any(f"manufacturer={SMBIOS}".encode() in arg for arg in argv)
+    # No debugger library path leaks into QEMU's environment.
+    assert not [v for v in environ if v.startswith((b"LD_LIBRARY_PATH", b"LD_PRELOAD"))]
+    assert run.returncode == 0, stderr
+    assert "interrupted" in stdout
+    assert local_libvirt.inactive_xml(name) == before
+    assert not qemu_processes_mentioning(str(work))
+    local_libvirt.undefine(name)
+
+
+def test_virsh_destroy_of_a_traced_guest_leaves_no_qemu(local_libvirt, guest_xml):
+    work = local_libvirt.workdir("destroy")
+    name = local_libvirt.define(guest_xml(work / "guest", "vd-destroy"))
+    before = local_libvirt.inactive_xml(name)
+    output = work / "out"
+
+    run = local_libvirt.start_virt_debug(
+        ["run", "strace", name, "--output", str(output)], cwd=work
+    )
+    try:
+        wait_for(lambda: launch_dirs(output), 240, "the traced launch")
+        wait_for(lambda: qemu_processes_mentioning(str(work)), 60, "QEMU")
+        destroyed = local_libvirt.virsh("destroy", name)
+        assert destroyed.returncode == 0, destroyed.stderr
+        # libvirt's destroy returns once the process it started is gone; QEMU, the
+        # wrapper's grandchild, must be gone with it.
+        assert not qemu_processes_mentioning(str(work))
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+    assert run.returncode == 0, stderr
+    assert "the guest stopped" in stdout
+    assert local_libvirt.inactive_xml(name) == before
+    local_libvirt.undefine(name)
+
+
+def test_failed_start_is_explained_and_the_definition_restored(
+    local_libvirt, guest_xml
+):
+    work = local_libvirt.workdir("failed-start")
+    xml = guest_xml(work / "guest", "vd-failed", broken=True)
+    name = local_libvirt.define(xml)
+    before = local_libvirt.inactive_xml(name)
+    disk = work / "guest" / "disk.img"
+
+    done = local_libvirt.virt_debug(
+        ["run", "strace", name, "--output", str(work / "out")], cwd=work
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "the start failed" in done.stdout
+    assert "EACCES" in done.stdout and str(disk) in done.stdout
+    assert local_libvirt.inactive_xml(name) == before
+    local_libvirt.undefine(name)
+
+
+def test_unknown_domain_is_one_line_error(local_libvirt):
+    work = local_libvirt.workdir("unknown")
+    done = local_libvirt.virt_debug(["run", "strace", "no-such-domain"], cwd=work)
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-domain" in lines[0]
+
+
+def test_invalid_xml_file_is_one_line_error_and_defines_nothing(local_libvirt):
+    work = local_libvirt.workdir("invalid-xml")
+    bad = work / "broken.xml"
+    bad.write_text("<domain type='kvm'><name>vd-invalid</name><devices>\n")
+    bad.chmod(0o644)
+    before = local_libvirt.domain_names()
+
+    done = local_libvirt.virt_debug(["run", "strace", str(bad)], cwd=work)
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.xml" in lines[0]
+    assert local_libvirt.domain_names() == before
