@@ -1,16 +1,10 @@
-"""A local Kubernetes API server over real HTTP, and a fake KubeVirt behind it.
+"""A local Kubernetes API server over real HTTP, exec websocket included.
 
 kmock's ``KubernetesEmulator`` (a stateful API mock) listens on 127.0.0.1 in a thread
 with its own event loop; the tests point the official client at it through a
-kubeconfig file, so every request of the backend crosses real HTTP.
-
-``FakeKubeVirt`` plays the cluster's part, as far as the flows need it, from a task
-in the server's loop (so it never races the server): it answers the VM subresources
-(restart, start, stop), creates VMIs from the VM template with its annotations,
-refuses hook sidecars when the Sidecar gate is off, plays kubelet for our helper
-pods, and for a VMI carrying our sidecar runs the hook from the ConfigMap on a real
-KubeVirt domain XML, checks the wrapper it points at was uploaded to the PVC, and
-writes a real strace trace of a failing program where the wrapper would.
+kubeconfig file, so every request of the backend crosses real HTTP. Exec requests
+get the websocket channel protocol of the real API server, the command running here
+as a local process (see ``ExecEmulator``). ``kubevirt_fake`` plays KubeVirt behind it.
 """
 
 from __future__ import annotations
@@ -21,12 +15,13 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import aiohttp.test_utils
+import aiohttp.web
 import kmock
 import yaml
 
@@ -56,8 +51,11 @@ def _python39() -> str:
     candidates = sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))
     candidates += [Path(p) for p in [shutil.which("python3.9")] if p]
     for candidate in candidates:
-        probe = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "(3, 9)":
             return str(candidate)
     return sys.executable
@@ -66,10 +64,92 @@ def _python39() -> str:
 PYTHON39 = _python39()
 
 
+class LongLinesServer(aiohttp.test_utils.RawTestServer):
+    async def _make_runner(self, **kwargs):
+        return await super()._make_runner(max_line_size=1 << 20, **kwargs)
+
+
+class ExecEmulator(kmock.KubernetesEmulator):
+    """kmock plus the pods/exec websocket, the way the API server relays exec.
+
+    The command runs here as a local process, the pod's PVC being a local directory
+    (``volumes``: claim name -> directory), and its streams travel in the channel
+    protocol (v5.channel.k8s.io, v4 as fallback) that ``kubernetes.stream`` speaks.
+    """
+
+    async def _handle(self, request: kmock.Request):
+        raw = request._raw_request
+        upgrade = (raw.headers.get("Upgrade") or "").lower() if raw else ""
+        if request.subresource == "exec" and upgrade == "websocket":
+            return await self._serve_exec(request)
+        return await super()._handle(request)
+
+    async def _serve_exec(self, request: kmock.Request):
+        raw = request._raw_request
+        ws = aiohttp.web.WebSocketResponse(protocols=self.exec_protocols)
+        await ws.prepare(raw)
+        pod = self.objects[kmock.resource(PODS), request.namespace, request.name].raw
+        claims = [
+            (v.get("persistentVolumeClaim") or {}).get("claimName")
+            for v in pod["spec"].get("volumes", [])
+        ]
+        root = next(self.exec_volumes[c] for c in claims if c in self.exec_volumes)
+        argv = [
+            str(root) + a[len(MOUNT) :] if a.startswith(MOUNT) else a
+            for a in raw.query.getall("command")
+        ]
+        argv = [
+            PYTHON39 if i == 0 and a == "python3" else a for i, a in enumerate(argv)
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        if raw.query.get("stdin") != "true":
+            proc.stdin.close()
+
+        async def pump(stream, channel: int) -> None:
+            while chunk := await stream.read(1 << 16):
+                await ws.send_bytes(bytes([channel]) + chunk)
+
+        async def feed() -> None:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    break
+                channel, data = message.data[0], message.data[1:]
+                if channel == 0 and not proc.stdin.is_closing():
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+                elif channel == 255 and data[:1] == b"\x00":
+                    proc.stdin.close()
+
+        feeder = asyncio.ensure_future(feed())
+        await asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2))
+        code = await proc.wait()
+        feeder.cancel()
+        self.exec_calls.append(list(raw.query.getall("command")))
+        status = (
+            {"metadata": {}, "status": "Success"}
+            if code == 0
+            else {
+                "metadata": {},
+                "status": "Failure",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
+        )
+        await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+        await ws.close()
+        return ws
+
+
 class KubeServer:
     """kmock on a real port, driven from the test's thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, exec_volumes: dict[str, Path] | None = None) -> None:
+        self.exec_volumes = exec_volumes or {}
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.url = ""
@@ -95,12 +175,21 @@ class KubeServer:
 
     async def _main(self) -> None:
         self._stop = self.loop.create_future()
-        async with kmock.KubernetesEmulator() as mock, kmock.Server(mock) as server:
+        mock = ExecEmulator()
+        mock.exec_volumes = self.exec_volumes
+        mock.exec_calls = []
+        mock.exec_protocols = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+        # The helper commands travel in the exec URL (about 8 KiB); kube-apiserver
+        # takes up to 1 MiB of request line and headers, aiohttp only 8 KiB by default.
+        async with mock, kmock.Server(mock, server_cls=LongLinesServer) as server:
             self.kmock = mock
             # Served even while empty, as on a real cluster with KubeVirt installed.
             for resource, kind in RESOURCES.items():
-                mock.resources[resource] = {"kind": kind, "namespaced": True,
-                                            "verbs": ["get", "list", "create"]}
+                mock.resources[resource] = {
+                    "kind": kind,
+                    "namespaced": True,
+                    "verbs": ["get", "list", "create"],
+                }
             self.url = str(server.url).rstrip("/")
             self.ready.set()
             ticker = asyncio.ensure_future(self._tick())
@@ -177,316 +266,3 @@ class KubeServer:
         }
         path.write_text(yaml.safe_dump(config))
         return path
-
-
-def kubevirt_cr(version: str = "v1.3.0", gates: list[str] | None = None) -> dict:
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "KubeVirt",
-        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-        "spec": {
-            "configuration": {
-                "developerConfiguration": {
-                    "featureGates": ["Sidecar"] if gates is None else gates
-                }
-            }
-        },
-        "status": {
-            "observedKubeVirtVersion": version,
-            "observedKubeVirtRegistry": "registry.local/kubevirt",
-            "phase": "Deployed",
-        },
-    }
-
-
-FOREIGN_HOOK = "#!/bin/sh\n# a sidecar that is not ours: hands the domain back\nprintf '%s' \"$4\"\n"
-
-
-def foreign_configmap(namespace: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "my-config-map", "namespace": namespace},
-        "data": {"my_script.sh": FOREIGN_HOOK},
-    }
-
-
-def example_vm(name: str, namespace: str, *, running: bool = True) -> dict:
-    vm = yaml.safe_load((SHARED / "vm-with-configmap-hook.yaml").read_text())
-    vm["metadata"].update(name=name, namespace=namespace, resourceVersion="1")
-    vm["spec"]["runStrategy"] = "Always" if running else "Halted"
-    return vm
-
-
-class FakeKubeVirt:
-    """Just enough of virt-controller, virt-handler and kubelet for the flows."""
-
-    def __init__(self, server: KubeServer, volumes: dict[str, Path], cr: dict) -> None:
-        self.server = server
-        self.volumes = volumes
-        self.cr = cr
-        self.node = "node-1"
-        # What the traced QEMU does: "start" (runs), "fail" (exits at once).
-        self.qemu = "start"
-        self.hook_calls: list[str] = []
-        self.actions: list[str] = []
-        self.on_action: dict[str, Any] = {}
-        mock = server.kmock
-        for action in ("restart", "start", "stop"):
-            mock["put", SUBRESOURCES, kmock.subresource(action)] << self._handler(
-                action
-            )
-        server.put(KUBEVIRT, "kubevirt", cr)
-        server.ticks.append(self.tick)
-
-    @property
-    def objects(self):
-        return self.server.kmock.objects
-
-    def find(self, resource: str, namespace: str, name: str):
-        """The live object, or None (kmock keys need resource objects)."""
-        key = (kmock.resource(resource), namespace, name)
-        if key in self.objects and not self.objects[key].deleted:
-            return self.objects[key]
-        return None
-
-    def _handler(self, action: str):
-        def handle(request: kmock.Request) -> dict:
-            self.actions.append(action)
-            vm_obj = self.find(VM, request.namespace, request.name)
-            if vm_obj is None:
-                raise kmock.KubernetesNotFoundError()
-            hook = self.on_action.get(action)
-            if hook:
-                hook()
-            if action in ("restart", "stop"):
-                self._stop_vmi(request.namespace, request.name)
-            if action == "start":
-                vm_obj.patch({"spec": {"runStrategy": "Always"}})
-            if action == "stop":
-                vm_obj.patch({"spec": {"runStrategy": "Halted"}})
-            if action in ("restart", "start"):
-                self._create_vmi(vm_obj.raw)
-            return {}
-
-        return handle
-
-    def _stop_vmi(self, namespace: str, name: str) -> None:
-        vmi = self.find(VMI, namespace, name)
-        if vmi is not None:
-            uid = vmi["metadata"]["uid"]
-            vmi.delete()
-            for pod_key, pod in list(self.objects.items()):
-                if pod_key[0] == PODS and not pod.deleted:
-                    labels = pod.get("metadata", {}).get("labels", {})
-                    if labels.get("kubevirt.io/created-by") == uid:
-                        pod.delete()
-
-    def _create_vmi(self, vm: dict) -> None:
-        meta, template = vm["metadata"], vm["spec"]["template"]
-        annotations = dict(template.get("metadata", {}).get("annotations") or {})
-        vmi = {
-            "apiVersion": "kubevirt.io/v1",
-            "kind": "VirtualMachineInstance",
-            "metadata": {
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": str(uuid.uuid4()),
-                "annotations": annotations,
-                "ownerReferences": [{"kind": "VirtualMachine", "name": meta["name"]}],
-            },
-            "spec": template.get("spec", {}),
-            "status": {"phase": "Pending"},
-        }
-        sidecars = annotations.get("hooks.kubevirt.io/hookSidecars")
-        gates = self.cr["spec"]["configuration"]["developerConfiguration"][
-            "featureGates"
-        ]
-        if sidecars and "Sidecar" not in gates:
-            # Admission refuses the VMI; the VM controller records why.
-            self._event(vm, "FailedCreate", "sidecar feature gate is not enabled")
-            return
-        self.objects[(VMI, meta["namespace"], meta["name"])] = vmi
-
-    def _event(self, obj: dict, reason: str, message: str) -> None:
-        meta = obj["metadata"]
-        name = f"{meta['name']}.{uuid.uuid4().hex[:8]}"
-        self.objects[(EVENTS, meta["namespace"], name)] = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": meta["namespace"]},
-            "involvedObject": {"kind": obj.get("kind"), "name": meta["name"]},
-            "type": "Warning",
-            "reason": reason,
-            "message": message,
-        }
-
-    # The controllers' loop.
-
-    def tick(self) -> None:
-        for key, obj in list(self.objects.items()):
-            if obj.deleted:
-                continue
-            if key[0] == PODS:
-                self._kubelet(obj)
-            elif key[0] == VMI:
-                self._advance(obj)
-
-    def _kubelet(self, pod) -> None:
-        labels = pod.get("metadata", {}).get("labels", {})
-        if labels.get("virt-debug/role") == "helper" and "status" not in pod:
-            pod.patch({"status": {"phase": "Running"}})
-
-    def _advance(self, vmi) -> None:
-        phase = vmi["status"]["phase"]
-        if phase == "Pending":
-            vmi.patch({"status": {"phase": "Scheduling"}})
-        elif phase == "Scheduling":
-            self._launcher_pod(vmi.raw)
-            vmi.patch({"status": {"phase": "Scheduled", "nodeName": self.node}})
-        elif phase == "Scheduled":
-            problem = self._define_domain(vmi.raw)
-            if problem:
-                vmi.patch(
-                    {
-                        "status": {
-                            "phase": "Failed",
-                            "conditions": [
-                                {
-                                    "type": "Synchronized",
-                                    "status": "False",
-                                    "reason": "SyncFailed",
-                                    "message": problem,
-                                }
-                            ],
-                        }
-                    }
-                )
-                self._event(vmi.raw, "SyncFailed", problem)
-            else:
-                vmi.patch({"status": {"phase": "Running"}})
-
-    def _launcher_pod(self, vmi: dict) -> None:
-        meta = vmi["metadata"]
-        sidecars = json.loads(
-            meta["annotations"].get("hooks.kubevirt.io/hookSidecars", "[]")
-        )
-        volumes = [
-            {
-                "name": f"hook-pvc-{i}",
-                "persistentVolumeClaim": {"claimName": s["pvc"]["name"]},
-            }
-            for i, s in enumerate(sidecars)
-            if "pvc" in s
-        ]
-        containers = ["compute"] + [f"hook-sidecar-{i}" for i in range(len(sidecars))]
-        name = f"virt-launcher-{meta['name']}-{uuid.uuid4().hex[:5]}"
-        self.objects[(PODS, meta["namespace"], name)] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": meta["namespace"],
-                "labels": {
-                    "kubevirt.io/created-by": meta["uid"],
-                    "kubevirt.io": "virt-launcher",
-                },
-            },
-            "spec": {
-                "nodeName": self.node,
-                "volumes": volumes,
-                "containers": [{"name": c, "image": "x"} for c in containers],
-            },
-            "status": {
-                "phase": "Running",
-                "containerStatuses": [
-                    {"name": c, "state": {"running": {}}} for c in containers
-                ],
-            },
-        }
-
-    def _define_domain(self, vmi: dict) -> str:
-        """virt-launcher's part: run each hook, then start the emulator it names."""
-        meta = vmi["metadata"]
-        sidecars = json.loads(
-            meta["annotations"].get("hooks.kubevirt.io/hookSidecars", "[]")
-        )
-        domain = (SHARED / "domains" / "converter-x86_64.xml").read_text()
-        for sidecar in sidecars:
-            cm_ref = sidecar.get("configMap") or {}
-            cm = self.find(CONFIGMAPS, meta["namespace"], cm_ref.get("name"))
-            if cm is None:
-                return f"hook ConfigMap {cm_ref.get('name')} not found"
-            result = self._run_hook(cm["data"][cm_ref["key"]], vmi, domain)
-            self.hook_calls.append(cm_ref["name"])
-            if result.returncode != 0:
-                return f"hook failed: {result.stderr.strip()}"
-            domain = result.stdout
-        emulator = (
-            domain.split("<emulator>")[1].split("</emulator>")[0]
-            if ("<emulator>" in domain)
-            else "/usr/libexec/qemu-kvm"
-        )
-        if not emulator.startswith(MOUNT):
-            return ""
-        return self._launch_wrapped(sidecars, emulator)
-
-    def _run_hook(self, script: str, vmi: dict, domain: str):
-        # As the shim does: the ConfigMap's file, executable, with its shebang; python
-        # hooks run on python3.9, the sidecar-shim's python.
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "onDefineDomain"
-            path.write_text(script)
-            path.chmod(0o755)
-            first = script.splitlines()[0] if script else ""
-            argv = [PYTHON39, str(path)] if "python" in first else [str(path)]
-            return subprocess.run(
-                [*argv, "--vmi", json.dumps(vmi), "--domain", domain],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-
-    def _launch_wrapped(self, sidecars: list, emulator: str) -> str:
-        claim = next(s["pvc"]["name"] for s in sidecars if "pvc" in s)
-        root = self.volumes[claim]
-        wrapper = root / emulator[len(MOUNT) + 1 :]
-        if not wrapper.is_file() or not wrapper.stat().st_mode & 0o111:
-            return f"exec {emulator}: no such file (the tools were not uploaded)"
-        output = next(
-            line.split("=", 1)[1]
-            for line in wrapper.read_text().splitlines()
-            if line.startswith("OUTPUT=")
-        )
-        launch = root / output[len(MOUNT) + 1 :] / "20261203-101500-42"
-        launch.mkdir(parents=True)
-        # A real trace of a program failing like QEMU with a missing disk.
-        program = (
-            "import sys; open('/var/run/kubevirt-private/vmi-disks/disk0/disk.img'); "
-        )
-        program += "sys.exit(0)"
-        if self.qemu != "fail":
-            program = "import time; time.sleep(0.01)"
-        strace = shutil.which("strace")
-        if strace:
-            subprocess.run(
-                [
-                    strace,
-                    "-f",
-                    "-tt",
-                    "-o",
-                    str(launch / "strace.log"),
-                    PYTHON39,
-                    "-c",
-                    program,
-                ],
-                capture_output=True,
-            )
-        else:
-            (launch / "strace.log").write_text("")
-        (launch / "status").write_text(
-            "exit 1\n" if self.qemu == "fail" else "exit 0\n"
-        )
-        (launch / "argv").write_bytes(b"/usr/libexec/qemu-kvm\0-name\0guest=ns_vm\0")
-        (launch / "wrapper.log").write_text("launched under strace\n")
-        return "qemu-kvm: could not open disk image" if self.qemu == "fail" else ""

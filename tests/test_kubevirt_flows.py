@@ -9,24 +9,13 @@ import signal
 from pathlib import Path
 
 import pytest
-from kube_server import (
-    CONFIGMAPS,
-    KUBEVIRT,
-    PODS,
-    PVCS,
-    PYTHON39,
-    VM,
-    FakeKubeVirt,
-    KubeServer,
-    example_vm,
-    foreign_configmap,
-    kubevirt_cr,
-)
 
+from kube_server import CONFIGMAPS, KUBEVIRT, PODS, PVCS, PYTHON39, VM, KubeServer
+from kubevirt_fake import FakeKubeVirt, example_vm, foreign_configmap, kubevirt_cr
 from virt_debug.backends.kubevirt.client import Connection, connect
 from virt_debug.backends.kubevirt.flow import Options, Session
 from virt_debug.backends.kubevirt.objects import SIDECAR_ANNOTATION
-from virt_debug.backends.kubevirt.transport import LocalExec
+from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec
 from virt_debug.errors import Interrupted, KubernetesError, UsageError
 
 NS = "ns1"
@@ -37,7 +26,7 @@ class Cluster:
     def __init__(self, server: KubeServer, tmp: Path, cr: dict) -> None:
         self.server = server
         self.pvc_dir = tmp / "pvc"
-        self.pvc_dir.mkdir()
+        self.pvc_dir.mkdir(exist_ok=True)
         self.fake = FakeKubeVirt(server, {CLAIM: self.pvc_dir}, cr)
         self.kubeconfig = server.kubeconfig(tmp / "kubeconfig", namespace=NS)
         self.kube = connect(Connection(kubeconfig=str(self.kubeconfig)))
@@ -51,16 +40,25 @@ class Cluster:
             del vm["spec"]["template"]["metadata"]["annotations"]
         self.server.put(VM, NS, vm)
         if running:
-            self.kube.put(f"/apis/subresources.kubevirt.io/v1/namespaces/{NS}"
-                          f"/virtualmachines/{name}/start")
+            self.kube.put(
+                f"/apis/subresources.kubevirt.io/v1/namespaces/{NS}"
+                f"/virtualmachines/{name}/start"
+            )
             self.fake.actions.clear()
             self.wait(lambda: self.vmi_phase(name) == "Running")
         return vm
 
     def session(self, vm: str = "vm1", **options) -> Session:
-        opts = Options(poll=0.02, duration=0.2, stop_timeout=10, start_timeout=20,
-                       **options)
+        opts = Options(
+            poll=0.02, duration=0.2, stop_timeout=10, start_timeout=20, **options
+        )
         return Session(self.kube, self.exec, vm, NS, opts, self.lines.append)
+
+    def attached(self, vm: str = "vm1", **options) -> Session:
+        session = self.session(vm, **options)
+        session.setup()
+        session.attach()
+        return session
 
     def vm(self, name: str = "vm1") -> dict:
         return self.server.get(VM, NS, name)
@@ -75,8 +73,11 @@ class Cluster:
 
     def ours_left(self) -> list[str]:
         """Objects of ours still there, the PVC aside."""
-        return [n for n in self.server.names(CONFIGMAPS, NS) + self.server.names(PODS, NS)
-                if n.startswith("virt-debug-")]
+        return [
+            n
+            for n in self.server.names(CONFIGMAPS, NS) + self.server.names(PODS, NS)
+            if n.startswith("virt-debug-")
+        ]
 
     def wait(self, condition, tries: int = 500) -> None:
         import time
@@ -90,12 +91,22 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path):
-    with KubeServer() as server:
+    (tmp_path / "pvc").mkdir()
+    with KubeServer({CLAIM: tmp_path / "pvc"}) as server:
         yield Cluster(server, tmp_path, kubevirt_cr("v1.3.0"))
         assert not server.errors, server.errors
 
 
-def test_run_traces_the_next_start_and_restores_the_vm(cluster, tmp_path):
+@pytest.mark.parametrize("transport", ["local-process", "exec-v5", "exec-v4"])
+def test_run_traces_the_next_start_and_restores_the_vm(cluster, tmp_path, transport):
+    if transport.startswith("exec-"):
+        # The real-cluster path: kubernetes.stream over the API server's exec socket;
+        # v4 (before Kubernetes 1.30) cannot close stdin, v5 can.
+        protocol = f"{transport[-2:]}.channel.k8s.io"
+        cluster.server.call(
+            setattr, cluster.server.kmock, "exec_protocols", (protocol,)
+        )
+        cluster.exec = KubeExec(cluster.kube, poll=0.05)
     before = cluster.add_vm()
     original = before["spec"]["template"]["metadata"]["annotations"][SIDECAR_ANNOTATION]
 
@@ -110,6 +121,14 @@ def test_run_traces_the_next_start_and_restores_the_vm(cluster, tmp_path):
     wrapper = cluster.pvc_dir / "vms" / "vm1" / "qemu-kvm-wrapper"
     assert os.access(wrapper, os.X_OK)
     assert (cluster.pvc_dir / "tools" / "bin" / "strace").exists()
+
+    # Two uploads (bundle, then wrapper and hook) and one fetch, through the seam.
+    calls = (
+        cluster.exec.calls
+        if transport == "local-process"
+        else (cluster.server.call(lambda: list(cluster.server.kmock.exec_calls)))
+    )
+    assert len(calls) == 3
 
     # The traces came back through the helper's fetch command.
     launches = [p for p in dest.rglob("argv")]
@@ -153,7 +172,7 @@ def test_attach_twice_changes_nothing_and_detach_keeps_the_foreign_sidecar(clust
     before = cluster.add_vm()
     original = before["spec"]["template"]["metadata"]["annotations"][SIDECAR_ANNOTATION]
 
-    cluster.session().attach()
+    cluster.attached()
     once = cluster.annotation()
     patches = count_vm_patches(cluster)
     cluster.session().attach()
@@ -162,7 +181,9 @@ def test_attach_twice_changes_nothing_and_detach_keeps_the_foreign_sidecar(clust
 
     sidecars = json.loads(once)
     assert [s["configMap"]["name"] for s in sidecars] == [
-        "my-config-map", "virt-debug-vm1-hook"]
+        "my-config-map",
+        "virt-debug-vm1-hook",
+    ]
 
     cluster.session().detach()
     assert cluster.annotation() == original
@@ -172,7 +193,8 @@ def test_attach_twice_changes_nothing_and_detach_keeps_the_foreign_sidecar(clust
 def count_vm_patches(cluster) -> int:
     def count():
         return sum(
-            1 for r in cluster.server.kmock._requests
+            1
+            for r in cluster.server.kmock._requests
             if r.method.value == "PATCH" and r.resource == VM
         )
 
@@ -182,6 +204,7 @@ def count_vm_patches(cluster) -> int:
 def test_detach_undoes_a_crashed_run_from_the_cluster_record(cluster):
     cluster.add_vm()
     # A first process attaches and restarts, then dies without restoring.
+    cluster.session().setup()
     cluster.session().attach(restart=True)
     assert "virt-debug-vm1-record" in cluster.server.names(CONFIGMAPS, NS)
     assert "virt-debug-vm1-hook" in cluster.annotation()
@@ -196,7 +219,7 @@ def test_detach_undoes_a_crashed_run_from_the_cluster_record(cluster):
 
 def test_a_second_run_refuses_while_a_record_is_there(cluster):
     cluster.add_vm()
-    cluster.session().attach()
+    cluster.attached()
     with pytest.raises(UsageError, match="detach vm1"):
         cluster.session().run()
 
@@ -224,13 +247,17 @@ def test_enable_sidecar_gate_turns_it_on_for_the_run_only(tmp_path):
         cluster.add_vm(foreign=False)
         seen = []
         cluster.fake.on_action["restart"] = lambda: seen.append(
-            cluster.fake.find(KUBEVIRT, "kubevirt", "kubevirt").raw)
+            cluster.fake.find(KUBEVIRT, "kubevirt", "kubevirt").raw
+        )
         cluster.session(enable_sidecar_gate=True).run(tmp_path / "out")
-        gates = seen[0]["spec"]["configuration"]["developerConfiguration"]["featureGates"]
+        gates = seen[0]["spec"]["configuration"]["developerConfiguration"][
+            "featureGates"
+        ]
         assert gates == ["LiveMigration", "Sidecar"]
         after = server.get(KUBEVIRT, "kubevirt", "kubevirt")
         assert after["spec"]["configuration"]["developerConfiguration"][
-            "featureGates"] == ["LiveMigration"]
+            "featureGates"
+        ] == ["LiveMigration"]
 
 
 def test_missing_vm_is_a_clear_error(cluster):
@@ -244,7 +271,7 @@ def test_too_old_kubevirt_is_refused(tmp_path):
         cluster = Cluster(server, tmp_path, kubevirt_cr("v1.1.1"))
         cluster.add_vm()
         with pytest.raises(KubernetesError, match="v1.2.0"):
-            cluster.session().attach()
+            cluster.session().setup()
 
 
 def test_failure_midway_restores_everything(cluster, tmp_path):
@@ -253,14 +280,17 @@ def test_failure_midway_restores_everything(cluster, tmp_path):
     def refuse():
         import kmock
 
-        raise kmock.KubernetesError(status=500, reason="InternalError",
-                                    message="virt-api is down")
+        raise kmock.KubernetesError(
+            status=500, reason="InternalError", message="virt-api is down"
+        )
 
     cluster.fake.on_action["restart"] = refuse
     with pytest.raises(KubernetesError, match="virt-api is down"):
         cluster.session().run(tmp_path / "out")
-    assert cluster.annotation() == before["spec"]["template"]["metadata"][
-        "annotations"][SIDECAR_ANNOTATION]
+    assert (
+        cluster.annotation()
+        == before["spec"]["template"]["metadata"]["annotations"][SIDECAR_ANNOTATION]
+    )
     assert cluster.ours_left() == []
 
 
@@ -271,8 +301,10 @@ def test_interrupt_midway_restores_everything(cluster, tmp_path):
     cluster.fake.on_action["restart"] = _once(cluster.fake.on_action["restart"])
     with pytest.raises(Interrupted):
         cluster.session().run(tmp_path / "out")
-    assert cluster.annotation() == before["spec"]["template"]["metadata"][
-        "annotations"][SIDECAR_ANNOTATION]
+    assert (
+        cluster.annotation()
+        == before["spec"]["template"]["metadata"]["annotations"][SIDECAR_ANNOTATION]
+    )
     assert cluster.ours_left() == []
     # Restarted into the hook, then back out of it.
     assert cluster.fake.actions == ["restart", "restart"]
@@ -299,5 +331,37 @@ def test_standalone_vmi_needs_recreate_flag(cluster):
     }
     cluster.server.put("kubevirt.io/v1/virtualmachineinstances", NS, vmi)
     with pytest.raises(UsageError, match="--recreate-vmi"):
-        cluster.session("lonely").attach()
+        cluster.session("lonely", claim=CLAIM).run()
+    assert cluster.ours_left() == []
+    after = cluster.server.get("kubevirt.io/v1/virtualmachineinstances", NS, "lonely")
+    assert after["metadata"]["uid"] == "u1"
+
+
+def test_standalone_vmi_is_recreated_with_the_hook_and_back(cluster):
+    vmi = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": "lonely", "namespace": NS, "labels": {"app": "x"}},
+        "spec": {"domain": {"devices": {}}},
+    }
+    cluster.kube.create(
+        "/apis/kubevirt.io/v1/namespaces/ns1/virtualmachineinstances", vmi
+    )
+    cluster.wait(lambda: cluster.vmi_phase("lonely") == "Running")
+
+    session = cluster.session("lonely", recreate_vmi=True, claim=CLAIM)
+    session.setup()
+    session.attach(restart=True)
+    assert session.outcome.running
+    traced = cluster.server.get("kubevirt.io/v1/virtualmachineinstances", NS, "lonely")
+    assert (
+        "virt-debug-lonely-hook"
+        in traced["metadata"]["annotations"][SIDECAR_ANNOTATION]
+    )
+
+    cluster.session("lonely", delete_pvc=True).detach()
+    back = cluster.server.get("kubevirt.io/v1/virtualmachineinstances", NS, "lonely")
+    assert SIDECAR_ANNOTATION not in back["metadata"].get("annotations", {})
+    assert back["metadata"]["labels"] == {"app": "x"}
+    assert back["metadata"]["uid"] != traced["metadata"]["uid"]
     assert cluster.ours_left() == []

@@ -1,3 +1,98 @@
-"""CLI commands of this concern; filled in by its owner."""
+"""``virt-debug analyze``: explain a trace you already have."""
 
-COMMANDS: list = []
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from virt_debug.errors import UsageError
+from virt_debug.trace import analyze_paths
+from virt_debug.trace.report import FORMATS, render
+
+
+@click.command(
+    "analyze", context_settings={"help_option_names": ["-h", "--help"]}
+)  # fmt: skip
+@click.argument("traces", nargs=-1, metavar="TRACE_OR_DIR...")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for the terminal, json for scripts, html for a browser, perfetto "
+    "for ui.perfetto.dev or chrome://tracing.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report to FILE instead of standard output.",
+)
+@click.option(
+    "--no-redact",
+    is_flag=True,
+    help="Keep secrets (master key contents, monitor passwords) in the report. "
+    "Never share such a report.",
+)
+@click.option(
+    "--verbose",
+    "verbose",
+    is_flag=True,
+    help="Text report: also list the expected failures and every file opened.",
+)
+@click.option(
+    "--width", type=click.IntRange(40, 400), help="Text report width (default: terminal)."
+)
+def analyze(
+    traces: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    no_redact: bool,
+    verbose: bool,
+    width: int | None,
+) -> None:
+    """Explain why QEMU failed, from strace output.
+
+    TRACE_OR_DIR is a strace output file (strace -f -o FILE), a set written with
+    -ff, or a directory virt-debug run collected; several are read in turn.
+    The report says how QEMU ended, its own error message, the likely cause
+    with the trace lines that show it, the failed calls (expected ones folded),
+    threads, system calls and files. Secrets are redacted unless --no-redact.
+
+    \b
+    Examples:
+        virt-debug analyze ./virt-debug-out/mydomain/20261203-101500-4242/
+        virt-debug analyze qemu.strace --verbose
+        virt-debug analyze qemu.strace -f json -o report.json
+        virt-debug analyze qemu.strace -f html -o report.html
+        virt-debug analyze qemu.strace -f perfetto -o trace.json   # ui.perfetto.dev
+    """
+    if not traces:
+        raise UsageError(
+            "no trace given", "name a strace output file or directory to analyse"
+        )
+    progress = Console(stderr=True)
+    with progress.status("Reading the trace…", spinner="dots"):
+        analysis = analyze_paths(list(traces), redact=not no_redact)
+
+    to_terminal = output is None and sys.stdout.isatty()
+    if width is None:
+        width = Console().width if to_terminal else 80
+    text = render(analysis, fmt, color=to_terminal, width=width, verbose=verbose)
+
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {output}: {e.strerror}", "choose a writable path for -o"
+        ) from e
+    progress.print(f"Wrote the {fmt} report to {output}")
+
+
+COMMANDS = [analyze]

@@ -18,8 +18,9 @@ from virt_debug.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# Where root's demo keeps the uid-107 session daemon's state (sockets, logs, cache).
-ROOT_SESSION_BASE = Path("/var/tmp/virt-debug-session-107")
+# Where root's demo keeps the uid-107 session daemon's state (sockets, logs, cache);
+# VIRT_DEBUG_SESSION_BASE moves it (the tests use a temporary one).
+ROOT_SESSION_BASE = "/var/tmp/virt-debug-session-107"
 # A daemon the demo starts exits by itself this long after its last client.
 DAEMON_IDLE_EXIT = 120
 GUARD_SECONDS = 120.0
@@ -29,47 +30,42 @@ def _default_output() -> Path:
     return Path("virt-debug-out") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _child_can_work(daemon: SessionDaemon, output: Path) -> str | None:
-    """Why uid 107 cannot run this tool or write ``output``; None if it can."""
-    check = (
-        "import os, sys, virt_debug, libvirt\n"
-        "sys.exit(0 if os.access(sys.argv[1], os.W_OK | os.X_OK) else 3)\n"
-    )
-    argv = daemon.as_user([sys.executable, "-c", check, str(output)])
-    done = subprocess.run(argv, capture_output=True, text=True, env=daemon.env())
-    if done.returncode == 3:
-        return f"uid {daemon.uid} cannot write {output}"
-    if done.returncode != 0:
-        return (
-            f"uid {daemon.uid} cannot run {sys.executable} with virt-debug "
-            "(put the checkout where that user can read it, e.g. under /opt or /srv)"
-        )
-    return None
+def _writable_by(daemon: SessionDaemon, directory: Path) -> bool:
+    probe = ["sh", "-c", 'test -w "$1" && test -x "$1"', "sh", str(directory)]
+    return subprocess.run(daemon.as_user(probe), env=daemon.env()).returncode == 0
 
 
 def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
     """As root: run the demo as uid 107 against its own session daemon (exec)."""
-    daemon = SessionDaemon(ROOT_SESSION_BASE, uid=QEMU_UID)
+    base = Path(os.environ.get("VIRT_DEBUG_SESSION_BASE") or ROOT_SESSION_BASE)
+    daemon = SessionDaemon(base, uid=QEMU_UID)
     if not daemon.reachable():
         click.echo(
             f"virt-debug: no libvirt session daemon for uid {QEMU_UID} answers; "
-            f"starting one (state in {ROOT_SESSION_BASE}, it exits when idle "
+            f"starting one (state in {base}, it exits when idle "
             f"for {DAEMON_IDLE_EXIT} s)",
             err=True,
         )
         daemon.start(idle_exit=DAEMON_IDLE_EXIT)
 
+    python, env = daemon.python()
     output = (output or _default_output()).absolute()
     output.mkdir(parents=True, exist_ok=True)
     os.chown(output, daemon.uid, daemon.gid)
-    problem = _child_can_work(daemon, output)
-    if problem is not None:
+    if not _writable_by(daemon, output):
+        # A checkout under /root, say: uid 107 cannot even reach it.
         fallback = Path("/var/tmp/virt-debug-out") / output.name
         fallback.mkdir(parents=True, exist_ok=True)
         os.chown(fallback, daemon.uid, daemon.gid)
-        if _child_can_work(daemon, fallback) is not None:
-            raise UsageError(f"cannot run the demo as uid {daemon.uid}: {problem}")
-        click.echo(f"virt-debug: {problem}; writing to {fallback} instead", err=True)
+        if not _writable_by(daemon, fallback):
+            raise UsageError(
+                f"uid {daemon.uid} can write neither {output} nor {fallback}"
+            )
+        click.echo(
+            f"virt-debug: uid {daemon.uid} cannot write {output}; "
+            f"writing to {fallback} instead",
+            err=True,
+        )
         output.rmdir()
         output = fallback
 
@@ -77,12 +73,12 @@ def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
         f"virt-debug: running the demo as uid {daemon.uid}, like virt-launcher",
         err=True,
     )
-    argv = [sys.executable, "-m", "virt_debug", "demo", "--output", str(output)]
+    argv = [*python, "-m", "virt_debug", "demo", "--output", str(output)]
     argv += ["--accel", accel] + (["--broken"] if broken else [])
     argv = daemon.as_user(argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvpe(argv[0], argv, daemon.env())
+    os.execvpe(argv[0], argv, env)
 
 
 def _remove_stale_demo(uri: str) -> None:

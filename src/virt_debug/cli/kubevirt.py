@@ -17,7 +17,7 @@ import click
 import yaml
 from rich.console import Console
 
-from virt_debug.errors import UsageError
+from virt_debug.errors import TraceInputError, UsageError
 
 EXAMPLES_RUN = """
 \b
@@ -192,7 +192,13 @@ def _analyze(dest: Path) -> None:
     except ImportError:
         click.echo(f"traces in {dest}; read them with: virt-debug analyze {dest}")
         return
-    analysis = analyze_paths([dest])
+    try:
+        analysis = analyze_paths([dest])
+    except TraceInputError as e:
+        # The run itself worked; say what is there instead of failing it.
+        click.echo(f"traces in {dest}; no analysis: {e}")
+        return
+    click.echo(f"traces in {dest}\n")
     click.echo(render(analysis, "text", color=sys.stdout.isatty()))
 
 

@@ -20,6 +20,7 @@ _PREFIX = re.compile(
     r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}|(?<= )\d+(?= ))? *"
     r"(?:\[ *\d+\] +)?(?:\[[0-9a-fA-F?]+\] +)?"
 )
+_TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _RESUMED = re.compile(r"<\.\.\. ?([\w?]+) resumed> ?")
 _EXITED = re.compile(r"\+\+\+ exited with (-?\d+) \+\+\+")
@@ -27,6 +28,7 @@ _KILLED = re.compile(r"\+\+\+ killed by (\w+)( \(core dumped\))? \+\+\+")
 _SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid (\d+) \+\+\+")
 _PERSONALITY = re.compile(r"\[ Process PID=(\d+) runs in (.+) mode\. \]")
 _PROCESS_NOTE = re.compile(r"strace: Process (\d+) (attached|detached)")
+_PROCESS_NOTE_END = re.compile(r"strace: Process \d+ (attached|detached)\s*$")
 _UNFINISHED = " <unfinished ...>"
 _ATTACH = "strace: Process "
 _HALF_DAY = 43200.0
@@ -54,83 +56,167 @@ class FileReader:
         self._ready: list[Event] = []  # events to hand out now
         self._held: Syscall | None = None  # the last call, until no frame can follow
         self._tail: list[Event] = []  # exit lines printed after the held call
+        self._carry: tuple[int, str, bool] | None = None  # (line, head, counted)
 
     def events(self, lines: Iterable[str]) -> Iterator[Event]:
-        """Events of ``lines``; each held back until no ``-k`` frame can follow it."""
-        stats = self.stats
+        """Events of ``lines``; each held back until no ``-k`` frame can follow it.
+
+        The common line, a complete call (``PID TIME name(args) = result <T>``, each
+        part but the call optional), is read inline with ``str`` methods: this loop
+        is most of the time ``analyze`` takes. Everything else goes to ``_slow``.
+        """
         ready = self._ready
-        carry: tuple[int, str, bool] | None = None  # (line, text, counted)
+        source = self.source
+        default_pid = self.default_pid
+        fast_records = 0
+        pid_text = ""
+        pid = default_pid
+        minute = ""  # "HH:MM:" of the last time of day, and its epoch seconds
+        minute_base = 0.0
         line_no = 0
-        prefix = _PREFIX.match
         for line_no, line in enumerate(lines, 1):
             line = line.rstrip("\r\n")
-            if "\x1b" in line:
-                line = _ANSI.sub("", line)
-            if not line.strip(" \t\r"):
-                stats.blank += 1
+
+            # Layout: an optional pid column, an optional timestamp, the body.
+            head, _, rest = line.partition(" ")
+            if head.isdigit() and len(head) <= 7 and head.isascii():
+                if head != pid_text:
+                    pid_text = head
+                    pid = int(head)
+                this_pid = pid
+                rest = rest.lstrip(" ")
+            else:
+                this_pid = default_pid
+                rest = line
+            if "0" <= rest[:1] <= "9":
+                ts, _, body = rest.partition(" ")
+            else:
+                ts = None
+                body = rest
+
+            # The body: "name(args) = result", or its halves "name(args <unfinished
+            # ...>" and "<... name resumed>args) = result"; the arguments end at the
+            # last " = " that follows a ")" and comes before a result.
+            if body[:4] == "<...":
+                end = body.find(" resumed>")
+                name = body[4:end].lstrip(" ")
+                text = body[end + 9 :]
+                if text[:1] == " ":
+                    text = text[1:]
+                resumed = True
+            else:
+                end = body.find("(")
+                name = body[:end]
+                text = body[end + 1 :]
+                resumed = False
+            if (
+                end <= 0
+                or self._carry is not None
+                or not name.isidentifier()
+                or "\x1b" in line
+                or text[:13] == "<unavailable>"
+            ):
+                self._slow(line, line_no)
+                if ready:
+                    yield from ready
+                    ready.clear()
                 continue
 
-            # -k/-kk frames belong to the call printed just before them (and before
-            # the thread's exit line, for exit_group).
-            if line.startswith(" > "):
-                if self._held is not None:
-                    self._held.stack.append(line[3:])
-                    stats.frames += 1
+            try:
+                if ts is None:
+                    time = None
+                elif ts[:6] == minute:
+                    time = minute_base + float(ts[6:])
+                elif _TIMESTAMP.fullmatch(ts) is None:
+                    raise ValueError(ts)
                 else:
-                    stats.unparsed += 1
-                    self._push(
-                        Unparsed(
-                            self.source, line_no, line, "stack frame without a call"
-                        )
-                    )
-            elif carry is not None:
-                start, head, counted = carry
-                carry = None
-                event = self._line(head + line, start, prefix)
-                if isinstance(event, Unparsed):
-                    # The cut line did not continue here after all: read both alone.
-                    first = self._line(head, start, prefix)
-                    self._count_head(first, counted)
-                    self._push(first)
-                    event = self._line(line, line_no, prefix)
-                    self._count(event)
-                else:
-                    if not counted:
-                        stats.records += 1
-                    stats.joined += 1
-                self._push(event)
-            else:
-                cut = line.find(_ATTACH, 1)
-                if cut > 0 and _PROCESS_NOTE.match(line, cut):
-                    # "clone(...strace: Process 12 attached" then the rest of the call
-                    # on the next line: keep the head and join it to that line.
-                    note = self._line(line[cut:], line_no, prefix)
-                    head = line[:cut]
-                    first = self._line(head, line_no, prefix)
-                    stats.records += 1
-                    if isinstance(first, Unparsed):
-                        carry = (line_no, head, True)
-                    else:
-                        self._push(first)
-                    self._push(note)
-                else:
-                    event = self._line(line, line_no, prefix)
-                    if type(event) is Unparsed and event.reason is _NO_RESULT:
-                        # In a stderr capture the tracee's own output can break a
-                        # call's line ("write(2, "\n", 1" newline ") = 1"): try the
-                        # next line as its end.
-                        carry = (line_no, line, False)
-                    else:
-                        self._count(event)
-                        self._push(event)
-            if ready:
-                yield from ready
-                ready.clear()
+                    time = self._time(ts)
+                    if ts[2:3] == ":" and len(ts) > 6:
+                        minute = ts[:6]
+                        minute_base = time - float(ts[6:])
+            except ValueError:
+                self._slow(line, line_no)
+                if ready:
+                    yield from ready
+                    ready.clear()
+                continue
 
+            if text.endswith(" <unfinished ...>") and not resumed:
+                call = Syscall(source, line_no, this_pid, time, name, text[:-17], "",
+                               None, None, None)  # fmt: skip
+                self._start(call)
+                fast_records += 1
+                if self._extra:
+                    self._push(None)
+                    yield from ready
+                    ready.clear()
+                continue
+
+            cut = text.rfind(" = ")
+            close = cut - 1
+            if cut > 0 and text[close] != ")":
+                close = len(text[:cut].rstrip(" ")) - 1
+            result = text[cut + 3 :]
+            duration = None
+            if result[-1:] == ">":
+                k = result.rfind(" <")
+                if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
+                    try:
+                        duration = float(result[k + 2 : -1])
+                        result = result[:k]
+                    except ValueError:
+                        pass
+            if result.isdecimal():
+                retval = int(result)
+                errno = errmsg = injected = None
+                readable = True
+            else:
+                retval, errno, errmsg, injected = syntax.parse_result(result)
+                readable = retval is not None or result[:1] == "?"
+            if cut < 0 or close < 0 or text[close] != ")" or not readable:
+                self._slow(line, line_no)
+                if ready:
+                    yield from ready
+                    ready.clear()
+                continue
+            args = text[:close]
+            if args[-1:] == ">" and args.endswith("<unfinished ...>"):
+                args = args[:-16].removesuffix(" ")
+
+            if resumed:
+                call = self._finish(
+                    this_pid, name, args, result, retval, errno, errmsg, duration,
+                    injected, time, line_no, None,
+                )  # fmt: skip
+                if self._extra:
+                    self._push(call)
+                    yield from ready
+                    ready.clear()
+                    continue
+            else:
+                call = Syscall(
+                    source, line_no, this_pid, time, name, args, result, retval,
+                    errno, errmsg, duration, injected,
+                )  # fmt: skip
+                fast_records += 1
+
+            held = self._held
+            self._held = call
+            if held is not None:
+                if self._tail:
+                    self._held = held
+                    self._push(call)
+                    yield from ready
+                    ready.clear()
+                else:
+                    yield held
+
+        self.stats.records += fast_records
         # A head cut by an attach note and never continued, then calls still waiting
         # for their end (the trace was cut short or the thread vanished).
+        carry = self._carry
         if carry is not None:
-            event = self._line(carry[1], carry[0], prefix)
+            event = self._line(carry[1], carry[0], _PREFIX.match)
             self._count_head(event, carry[2])
             self._push(event)
         for call in self._pending.values():
@@ -140,7 +226,74 @@ class FileReader:
         self._push(None, last=True)
         yield from ready
         ready.clear()
-        stats.lines = line_no
+        self.stats.lines = line_no
+
+    def _slow(self, line: str, line_no: int) -> None:
+        """Every line the fast regex does not take: its events go to ``_ready``."""
+        stats = self.stats
+        prefix = _PREFIX.match
+        if line[-1:] == "\r":
+            line = line.rstrip("\r")
+        if "\x1b" in line:
+            line = _ANSI.sub("", line)
+        if not line.strip(" \t\r"):
+            stats.blank += 1
+            return
+
+        # -k/-kk frames belong to the call printed just before them (and before
+        # the thread's exit line, for exit_group).
+        if line.startswith(" > "):
+            if self._held is not None:
+                self._held.stack.append(line[3:])
+                stats.frames += 1
+            else:
+                stats.unparsed += 1
+                reason = "stack frame without a call"
+                self._push(Unparsed(self.source, line_no, line, reason))
+            return
+
+        carry = self._carry
+        if carry is not None:
+            start, head, counted = carry
+            self._carry = None
+            event = self._line(head + line, start, prefix)
+            if isinstance(event, Unparsed):
+                # The cut line did not continue here after all: read both alone.
+                first = self._line(head, start, prefix)
+                self._count_head(first, counted)
+                self._push(first)
+                event = self._line(line, line_no, prefix)
+                self._count(event)
+            else:
+                if not counted:
+                    stats.records += 1
+                stats.joined += 1
+            self._push(event)
+            return
+
+        cut = line.find(_ATTACH, 1)
+        if cut > 0 and _PROCESS_NOTE_END.match(line, cut):
+            # "clone(...strace: Process 12 attached" then the rest of the call on
+            # the next line: keep the head and join it to that line.
+            note = self._line(line[cut:], line_no, prefix)
+            head = line[:cut]
+            first = self._line(head, line_no, prefix)
+            stats.records += 1
+            if isinstance(first, Unparsed):
+                self._carry = (line_no, head, True)
+            else:
+                self._push(first)
+            self._push(note)
+            return
+
+        event = self._line(line, line_no, prefix)
+        if type(event) is Unparsed and event.reason is _NO_RESULT:
+            # In a stderr capture the tracee's own output can break a call's line
+            # ("write(2, "\n", 1" newline ") = 1"): try the next line as its end.
+            self._carry = (line_no, line, False)
+        else:
+            self._count(event)
+            self._push(event)
 
     def _push(self, event: Event | None, last: bool = False) -> None:
         """Queue ``event``; the last Syscall (and exits after it) wait for frames."""
@@ -231,11 +384,7 @@ class FileReader:
                 self.source, line_no, pid, time, name, rest[: -len(_UNFINISHED)],
                 "", None, None, None, comm=comm,
             )  # fmt: skip
-            old = self._pending.get(pid)
-            if old is not None:
-                old.result = "<unfinished ...>"
-                self._extra.append(old)
-            self._pending[pid] = call
+            self._start(call)
             return None
 
         done = _complete(rest)
@@ -255,6 +404,35 @@ class FileReader:
         name = m.group(1)
         done = _complete("(" + body[m.end() :], skip_paren=True)
 
+        if done is None:
+            self._give_up(pid, name)
+            return Unparsed(self.source, line_no, line, "resumed call without a result")
+        args, result, duration = done
+        if args.startswith("<unavailable>"):
+            # "<... read resumed> <unavailable>) = ?": the thread went away in the call.
+            args = args[13:].lstrip()
+            result += " <unavailable>"
+        retval, errno, errmsg, injected = syntax.parse_result(result)
+        call = self._finish(
+            pid, name, args, result, retval, errno, errmsg, duration, injected, time,
+            line_no, comm,
+        )  # fmt: skip
+        self.stats.records -= 1  # _finish counted the line; _slow counts it again
+        return call
+
+    def _start(self, call: Syscall) -> None:
+        """Keep an unfinished call until its end; one left waiting is given up."""
+        old = self._pending.get(call.pid)
+        if old is not None:
+            old.result = "<unfinished ...>"
+            self._extra.append(old)
+        self._pending[call.pid] = call
+
+    def _finish(
+        self, pid, name, args, result, retval, errno, errmsg, duration, injected,
+        time, line_no, comm,
+    ) -> Syscall:  # fmt: skip
+        """The call a resumed end completes: its start joined, or on its own."""
         call = self._pending.pop(pid, None)
         if call is None and self._pending:
             call = self._adopt(pid, name)
@@ -262,19 +440,8 @@ class FileReader:
             call.result = "<unfinished ...>"
             self._extra.append(call)
             call = None
-        if done is None:
-            if call is not None:
-                call.result = "<unfinished ...>"
-                self._extra.append(call)
-            return Unparsed(self.source, line_no, line, "resumed call without a result")
-
-        args, result, duration = done
-        if args.startswith("<unavailable>"):
-            # "<... read resumed> <unavailable>) = ?": the thread went away in the call.
-            args = args[13:].lstrip()
-            result += " <unavailable>"
-        retval, errno, errmsg, injected = syntax.parse_result(result)
         if call is None:
+            self.stats.records += 1
             return Syscall(
                 self.source, line_no, pid, time, name, args, result, retval, errno,
                 errmsg, duration, injected, True, comm,
@@ -289,8 +456,15 @@ class FileReader:
         if comm:
             call.comm = comm
         self.stats.joined += 1
-        self.stats.records -= 1
         return call
+
+    def _give_up(self, pid: int, name: str) -> None:
+        """Give up the waiting start of ``name`` when its end cannot be read."""
+        call = self._pending.get(pid)
+        if call is not None and call.name == name:
+            del self._pending[pid]
+            call.result = "<unfinished ...>"
+            self._extra.append(call)
 
     def _adopt(self, pid: int, name: str) -> Syscall | None:
         """In a stderr capture the start and end of a call can differ in prefix.
@@ -372,7 +546,7 @@ def _complete(
     duration = None
     if rest.endswith(">"):
         i = rest.rfind(" <")
-        if i >= 0 and rest[i + 2 : i + 3].isdigit():
+        if i >= 0 and "0" <= rest[i + 2 : i + 3] <= "9":
             try:
                 duration = float(rest[i + 2 : -1])
                 rest = rest[:i]

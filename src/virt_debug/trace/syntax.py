@@ -10,6 +10,7 @@ import re
 # ("3<TCP:[127.0.0.1:80->10.0.0.1:5000]>") and backslash escapes are kept as printed.
 _DECORATION = re.compile(r"<((?:[^<>\[\]\\]|\\.|\[[^\]]*\])*)>")
 _DECORATION_END = re.compile(r">(?=[,)\]} (]|$)")
+_NUMBER = re.compile(r"-?(?:0x[0-9a-fA-F]+|[0-9]+)")
 _ERRNO = re.compile(r"\s*(E[A-Z0-9_]+|errno \d+) \((.*?)\)(?=\s|$)")
 _NOTE = re.compile(r"\s*\((INJECTED|DELAYED)[^)]*\)\s*$")
 
@@ -79,11 +80,11 @@ def parse_result(
     result: str,
 ) -> tuple[int | None, str | None, str | None, str | None]:
     """(retval, errno, errmsg, injected) of the text after " = "."""
-    if result.isdigit():
+    if result.isdecimal():
         return int(result), None, None, None
 
     injected = None
-    note = _NOTE.search(result)
+    note = _NOTE.search(result) if "ED)" in result else None
     while note is not None:
         text = note.group(0).strip()[1:-1]
         injected = text if injected is None else f"{text} {injected}"
@@ -94,11 +95,12 @@ def parse_result(
         retval = None
         rest = result[1:]
     else:
-        num = leading_int(result)
+        num = _NUMBER.match(result)
         if num is None:
             return None, None, None, injected
-        retval, end = num
-        rest = result[end:]
+        text = num.group()
+        retval = int(text, 16) if text[1:2] == "x" or text[2:3] == "x" else int(text)
+        rest = result[num.end() :]
         if rest.startswith("<"):
             # The fd's decoration runs to the last ">" of the result text: errno
             # messages and notes never contain one, paths in old stracers may.

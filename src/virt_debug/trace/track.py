@@ -109,10 +109,11 @@ class Tracker:
         self.first_pid: int | None = None
         self._fds: dict[int, dict[int, str]] = {}  # tgid -> fd -> path
         self._cloexec: dict[int, set[int]] = {}  # tgid -> fds closed on execve
+        self._decorations: dict[str, str] = {}  # "12<anon_inode:[eventfd]>" -> path
 
     def feed(self, event: Event) -> Event:
         """Annotate ``event`` (a Syscall gets path/fd_path) and update the state."""
-        if isinstance(event, Syscall):
+        if type(event) is Syscall:
             self._syscall(event)
         elif isinstance(event, Exit):
             thread = self._thread(event.pid, event.time)
@@ -160,7 +161,14 @@ class Tracker:
         return thread
 
     def _syscall(self, call: Syscall) -> None:
-        thread = self._thread(call.pid, call.time)
+        # This runs for every call of the trace: keep it to dict lookups.
+        thread = self.threads.get(call.pid)
+        if thread is None:
+            thread = self._thread(call.pid, call.time)
+        elif call.time is not None:
+            if thread.first_time is None:
+                thread.first_time = call.time
+            thread.last_time = call.time
         thread.calls += 1
         if call.comm:
             thread.comm = call.comm
@@ -168,16 +176,16 @@ class Tracker:
         args = call.args
 
         # Which fd the call acts on: "-y" shows it, else look it up.
-        if args[:1].isdigit() and name not in _NO_FD_FIRST:
-            num = syntax.leading_int(args)
-            if num is not None:
-                fd, end = num
-                if args[end : end + 1] == "<":
-                    found = syntax.fd_decoration(args, end)
-                    call.fd_path = found[0] if found else None
-                else:
-                    table = self._fds.get(thread.tgid)
-                    call.fd_path = table.get(fd) if table else None
+        if "0" <= args[:1] <= "9" and name not in _NO_FD_FIRST:
+            first = args.partition(",")[0]
+            if first.isdecimal():
+                table = self._fds.get(thread.tgid)
+                if table:
+                    call.fd_path = table.get(int(first))
+            elif first[-1:] == ">" and first in self._decorations:
+                call.fd_path = self._decorations[first]
+            else:
+                call.fd_path = self._first_fd(thread, args, first)
 
         if name in _PATH_CALLS and '"' in args:
             call.path = syntax.first_quoted(args)
@@ -185,6 +193,24 @@ class Tracker:
         handler = _HANDLERS.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
+
+    def _first_fd(self, thread: Thread, args: str, first: str) -> str | None:
+        num = syntax.leading_int(args)
+        if num is None:
+            return None
+        fd, end = num
+        if args[end : end + 1] != "<":
+            table = self._fds.get(thread.tgid)
+            return table.get(fd) if table else None
+        found = syntax.fd_decoration(args, end)
+        if found is None:
+            return None
+        if first[-1:] == ">" and found[1] == len(first):
+            # Decorations repeat (the same fd, call after call): remember them.
+            if len(self._decorations) > 4096:
+                self._decorations.clear()
+            self._decorations[first] = found[0]
+        return found[0]
 
     # -- fd table --------------------------------------------------------------
 
@@ -398,7 +424,7 @@ def _comm_target(path: str, tid: int) -> int:
     parts = path.split("/")
     if "task" in parts:
         after = parts[parts.index("task") + 1 :]
-        if after and after[0].isdigit():
+        if after and after[0].isdecimal():
             return int(after[0])
     return tid
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from virt_debug.backends.kubevirt import attach as attaching
 from virt_debug.backends.kubevirt import client as api
-from virt_debug.backends.kubevirt import power, volume
+from virt_debug.backends.kubevirt import power, restore, volume
 from virt_debug.backends.kubevirt import preflight as checks
 from virt_debug.backends.kubevirt.client import Kube
 from virt_debug.backends.kubevirt.objects import QEMU, feature_gate_patch
@@ -89,6 +89,7 @@ class Session:
         self.options = options or Options()
         self.report = report
         self.outcome: power.Outcome | None = None
+        self.known_events: set[str] = set()
 
     # Reading.
 
@@ -106,10 +107,8 @@ class Session:
         return pre
 
     def _changes(self, *, resume: bool) -> Changes:
-        existing = (
-            None if self.options.dry_run else load(self.kube, self.namespace, self.vm)
-        )
-        if existing is not None and not resume:
+        existing = load(self.kube, self.namespace, self.vm)
+        if existing is not None and not resume and not self.options.dry_run:
             raise UsageError(
                 f"an earlier virt-debug run left {self.namespace}/{self.vm} changed "
                 f"(record {existing.names.record_configmap}, began {existing.began})",
@@ -170,6 +169,8 @@ class Session:
             with volume.Helper(changes, image, node=node, poll=opts.poll) as helper:
                 self.report(f"uploading the tools to PVC {changes.record.names.volume}")
                 volume.upload(changes, self.pod_exec, helper, layout, bundle, files)
+        changes.record.uploaded = True
+        changes.save()
 
     def _attach(self, changes: Changes, pre: checks.Preflight) -> None:
         from virt_debug.launch import hook_script
@@ -178,6 +179,8 @@ class Session:
         attaching.attach(changes, pre, script, recreate_vmi=self.options.recreate_vmi)
 
     def _bring_up(self, changes: Changes, pre: checks.Preflight) -> str:
+        if not changes.dry_run:
+            self.known_events = power.event_names(self.kube, self.namespace)
         if changes.record.kind == "VirtualMachineInstance":
             return ((pre.vmi or {}).get("metadata") or {}).get("uid", "")
         return power.bring_up(changes, pre)
@@ -193,6 +196,7 @@ class Session:
             self.report,
             timeout=opts.start_timeout,
             poll=opts.poll,
+            known_events=self.known_events,
         )
         self._remember(changes, outcome)
         if not outcome.running:
@@ -205,7 +209,7 @@ class Session:
             self.report("tracing until the guest stops (Ctrl-C ends it early)")
             power.wait_stopped(self.kube, self.namespace, self.vm, uid, poll=opts.poll)
         elif opts.duration:
-            self.report(f"tracing for {opts.duration:.0f}s (Ctrl-C ends it early)")
+            self.report(f"tracing for {opts.duration:g}s (Ctrl-C ends it early)")
             power.wait_stopped(
                 self.kube,
                 self.namespace,
@@ -234,59 +238,17 @@ class Session:
         forget: bool = True,
         restart_back: bool = True,
     ) -> None:
-        record = changes.record
         with deferred_interrupt(self.report):
             self.report(f"restoring {self.namespace}/{self.vm}")
-            traced_uid = record.traced_uid if record.power else ""
-            if record.kind == "VirtualMachineInstance" and record.vmi_manifest:
-                attaching.recreate_vmi(
-                    changes,
-                    record.vmi_manifest,
-                    f"recreate VMI {self.vm} without the hook",
-                )
-                record.vmi_manifest = None
-                changes.save()
-            vm = self.kube.get(api.kubevirt(self.namespace, "virtualmachines", self.vm))
-            attaching.detach(changes, vm)
-            if restart_back and record.power:
-                power.put_back(changes, self.report)
-            for name in record.created_names("Pod"):
-                changes.delete("Pod", name)
-            for name in record.created_names("ConfigMap"):
-                changes.delete("ConfigMap", name)
-            if record.gate_before is not None:
-                self._gate_back(changes)
-            if traced_uid and not changes.dry_run:
-                # The wrapper writes QEMU's end status as the traced VMI goes away.
-                power.wait_stopped(
-                    self.kube,
-                    self.namespace,
-                    self.vm,
-                    traced_uid,
-                    poll=self.options.poll,
-                    timeout=self.options.stop_timeout,
-                )
-            if not keep_pvc:
-                for name in record.created_names("PersistentVolumeClaim"):
-                    changes.delete("PersistentVolumeClaim", name)
-            if forget:
-                changes.forget()
-
-    def _gate_back(self, changes: Changes) -> None:
-        cr = checks.find_kubevirt(self.kube)
-        patch = {
-            "spec": {
-                "configuration": {
-                    "developerConfiguration": {
-                        "featureGates": changes.record.gate_before
-                    }
-                }
-            }
-        }
-        self.report("turning the Sidecar feature gate off again")
-        changes.patch(checks.kubevirt_path(cr), patch, cr)
-        changes.record.gate_before = None
-        changes.save()
+            restore.undo(
+                changes,
+                self.report,
+                keep_pvc=keep_pvc,
+                forget=forget,
+                restart_back=restart_back,
+                poll=self.options.poll,
+                stop_timeout=self.options.stop_timeout,
+            )
 
     @contextlib.contextmanager
     def _restoring(self, changes: Changes) -> Iterator[None]:
@@ -323,6 +285,13 @@ class Session:
     def attach(self, *, restart: bool = False) -> list[Planned]:
         pre = self.preflight()
         changes = self._changes(resume=True)
+        if not changes.record.uploaded and not changes.dry_run:
+            # Without the wrapper on the PVC the hooked VM could not start at all.
+            raise UsageError(
+                f"the tools are not on the PVC for {self.vm} yet",
+                hint=f"run `virt-debug kubevirt setup {self.vm} -n {self.namespace}` "
+                "first",
+            )
         with self._restoring(changes):
             changes.save()
             self._gate(changes, pre)
@@ -342,6 +311,7 @@ class Session:
             self.report,
             timeout=self.options.start_timeout,
             poll=self.options.poll,
+            known_events=self.known_events,
         )
         self._remember(changes, outcome)
         for line in outcome.details:

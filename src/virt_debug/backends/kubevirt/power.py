@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virt_debug.backends.kubevirt import client as api
-from virt_debug.backends.kubevirt.client import Kube
+from virt_debug.backends.kubevirt.client import ApiError, Kube
 from virt_debug.backends.kubevirt.preflight import Preflight
 from virt_debug.backends.kubevirt.record import Changes
 
@@ -31,14 +31,16 @@ def bring_up(changes: Changes, pre: Preflight) -> str:
     spec = (pre.vm or {}).get("spec") or {}
     record.run_strategy_before = spec.get("runStrategy")
     record.running_before = spec.get("running")
-    if pre.vm_running:
-        record.power = "restarted"
+    action = "restart" if pre.vm_running else "start"
+    record.power = "restarted" if pre.vm_running else "started"
+    changes.save()
+    try:
+        changes.act(api.vm_subresource(ns, name, action), f"{action} VM {ns}/{name}")
+    except ApiError:
+        # Refused outright: nothing happened to the VM, so there is nothing to undo.
+        record.power = ""
         changes.save()
-        changes.act(api.vm_subresource(ns, name, "restart"), f"restart VM {ns}/{name}")
-    else:
-        record.power = "started"
-        changes.save()
-        changes.act(api.vm_subresource(ns, name, "start"), f"start VM {ns}/{name}")
+        raise
     return old_uid
 
 
@@ -109,10 +111,12 @@ def follow(
     *,
     timeout: float = 300,
     poll: float = 1.0,
+    known_events: set[str] | None = None,
 ) -> Outcome:
     """Follow the new VMI until it runs, fails, or ``timeout`` passes."""
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
+    known_events = set() if known_events is None else known_events
 
     def once(step: str) -> None:
         if step not in seen:
@@ -124,6 +128,9 @@ def follow(
         uid = ((vmi or {}).get("metadata") or {}).get("uid")
         if vmi is None or uid == old_uid:
             once("waiting for the new VMI")
+            refused = _refusal(kube, namespace, name, known_events)
+            if refused:
+                return failed(kube, namespace, vmi, None, refused)
         else:
             status = vmi.get("status") or {}
             phase = status.get("phase") or "Pending"
@@ -136,7 +143,7 @@ def follow(
                     "containerStatuses"
                 ) or []:
                     if container.get("name", "").startswith("hook-sidecar") and (
-                        (container.get("state") or {}).get("running")
+                        "running" in (container.get("state") or {})
                     ):
                         once("hook sidecar started")
             if phase == "Running":
@@ -153,6 +160,26 @@ def follow(
                 kube, namespace, vmi, pod, f"not running after {timeout:.0f}s"
             )
         time.sleep(poll)
+
+
+def event_names(kube: Kube, namespace: str) -> set[str]:
+    """The events there are now, to tell the new ones apart later."""
+    return {e["metadata"]["name"] for e in kube.list(api.core(namespace, "events"))}
+
+
+def _refusal(kube: Kube, namespace: str, name: str, known: set[str]) -> str:
+    # The VM controller reports a VMI it could not create (admission refused it)
+    # as an event on the VM; without it we would wait for the whole timeout.
+    for event in kube.list(api.core(namespace, "events")):
+        involved = event.get("involvedObject") or {}
+        if (
+            event["metadata"]["name"] not in known
+            and involved.get("kind") == "VirtualMachine"
+            and involved.get("name") == name
+            and event.get("reason") == "FailedCreate"
+        ):
+            return f"KubeVirt refused the new VMI: {event.get('message')}"
+    return ""
 
 
 def _pod_problem(pod: dict[str, Any] | None) -> str:

@@ -54,6 +54,8 @@ class Record:
     running_before: bool | None = None
     gate_before: list[str] | None = None
     vmi_manifest: dict[str, Any] | None = None
+    # The tools, wrapper and hook are on the PVC (setup done).
+    uploaded: bool = False
     traced_node: str = ""
     traced_uid: str = ""
     run_id: str = field(

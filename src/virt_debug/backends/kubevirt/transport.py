@@ -105,9 +105,7 @@ class KubeExec:
                 drain()
                 ws.write_stdin(chunk)
             if stdin is not None:
-                # Needs the v5 exec protocol (Kubernetes 1.30+); the helper's archive
-                # reader stops at the end of the archive either way.
-                ws.close_channel(0)
+                self._end_stdin(ws)
             while ws.is_open():
                 drain(self.poll)
             drain()
@@ -117,6 +115,21 @@ class KubeExec:
         return ExecResult(
             code if code is not None else 1, err.decode(errors="replace"), bytes(out)
         )
+
+    @staticmethod
+    def _end_stdin(ws) -> None:
+        if ws.subprotocol == V5_PROTOCOL:
+            ws.close_channel(0)
+            return
+        # Before Kubernetes 1.30 (exec protocol v4) stdin cannot be closed. The
+        # helper reads the archive in whole tar records, so the end of the stream
+        # could wait forever: zeros after it complete the last read, and the reader
+        # stops at the archive's end marker without needing end-of-file.
+        ws.write_stdin(b"\0" * V4_PADDING)
+
+
+V5_PROTOCOL = "v5.channel.k8s.io"
+V4_PADDING = 1 << 16
 
 
 class LocalExec:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# libvirt's first line in the domain log for each start of the guest.
+_START_MARKER = b": starting up libvirt version"
 LAUNCH_NAME = re.compile(r"^\d{8}-\d{6}-\d+(-\d+)?$")
 QEMU_LOG_NAME = "libvirt-qemu.log"
 
@@ -56,24 +58,17 @@ def wait_for_status(launches: list[Path], timeout: float = 15.0) -> list[Path]:
     return missing
 
 
-def log_offset(path: Path) -> int:
+def copy_last_start(source: Path, dest: Path) -> Path | None:
+    """Copy the domain log from libvirt's header of the last start on; None if
+    unreadable. (libvirt may truncate the log on a start, so offsets do not work.)"""
     try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def copy_log_tail(source: Path, offset: int, dest: Path) -> Path | None:
-    """Copy what ``source`` gained since ``offset`` to ``dest``; None if unreadable."""
-    try:
-        with source.open("rb") as f:
-            size = source.stat().st_size
-            # A log that shrank was rotated or recreated: take all of it.
-            f.seek(offset if offset <= size else 0)
-            data = f.read()
+        data = source.read_bytes()
     except OSError as e:
         log.info("cannot read the libvirt domain log %s: %s", source, e)
         return None
+    marker = data.rfind(_START_MARKER)
+    if marker >= 0:
+        data = data[data.rfind(b"\n", 0, marker) + 1 :]
     dest.write_bytes(data)
     return dest
 

@@ -194,10 +194,7 @@ def _traced_start(conn, target, options, progress, watch, stop, result) -> None:
     if stop.requested:
         return
 
-    qemu_log = qemu_log_path(conn.getURI(), target.name)
-    offset = collect.log_offset(qemu_log)
-    result.qemu_log = qemu_log
-    result.timings["log_offset"] = offset
+    result.qemu_log = qemu_log_path(conn.getURI(), target.name)
 
     progress.phase("starting", target.name)
     t1 = time.monotonic()
@@ -242,9 +239,8 @@ def _finish(conn, target: domain.Target, result: RunResult) -> None:
         result.launches = collect.launch_dirs(result.output)
         collect.wait_for_status(result.launches)
         if result.qemu_log is not None:
-            offset = int(result.timings.pop("log_offset", 0))
             dest = result.output / collect.QEMU_LOG_NAME
-            result.qemu_log = collect.copy_log_tail(result.qemu_log, offset, dest)
+            result.qemu_log = collect.copy_last_start(result.qemu_log, dest)
     finally:
         try:
             domain.restore(conn, target)

@@ -36,3 +36,40 @@ $as_qemu $S -o tap-denied.strace $Q -accel tcg \
 (ulimit -c unlimited; $S -o crash-segv.strace $Q -accel tcg -S 2>qemu.err & sleep 1.5;
  kill -SEGV "$(pgrep -n -f 'qemu-system-x86_64 -nodefaults -display none -m 32')"; wait)
 rm -f core core.*
+
+# seccomp: spawning is denied, and the tap script makes QEMU fork: killed by SIGSYS
+$S -o seccomp.strace $Q -accel tcg -sandbox on,spawn=deny \
+  -netdev tap,id=n0,ifname=vdtap2,script=/bin/true,downscript=no \
+  -device virtio-net-pci,netdev=n0 2>qemu.err
+# a KVM ioctl failure: with 8 fds allowed KVM_CREATE_VM gets EMFILE
+(ulimit -n 8; $S -o kvm-create-vm.strace $Q -accel kvm 2>qemu.err)
+
+# healthy start and clean quit over QMP, with a master key file and a secret sent over
+# the monitor (read one byte per recvmsg): the redaction corpus
+printf 'vd-MASTER-KEY-0123456789abcdefXY' > master-key.aes
+rm -f qmp.sock
+$S -o qmp-secret.strace $Q -accel tcg -S \
+  -object secret,id=masterKey0,format=raw,file="$out/master-key.aes" \
+  -qmp unix:"$out/qmp.sock",server=on,wait=off 2>qemu.err &
+python3 - "$out/qmp.sock" <<'PY'
+import json, socket, sys, time
+for _ in range(100):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rwb", buffering=0)
+def cmd(obj):
+    f.write(json.dumps(obj).encode() + b"\n")
+    while True:
+        reply = json.loads(f.readline())
+        if "event" not in reply:
+            return reply
+print(f.readline())
+print(cmd({"execute": "qmp_capabilities"}))
+print(cmd({"execute": "object-add", "arguments": {"qom-type": "secret", "id": "s0",
+           "data": "hunter2-SECRET"}}))
+print(cmd({"execute": "quit"}))
+PY
+wait
+rm -f qmp.sock

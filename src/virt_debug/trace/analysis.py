@@ -1,0 +1,429 @@
+"""What a trace says about QEMU, gathered in one streaming pass.
+
+``analyze_events`` reads each event once and keeps only bounded aggregates: counts
+per syscall, failed-call groups (a few examples each), the last calls of each thread,
+a per-thread timeline capped at its first and last calls (plus its failures), and
+QEMU's own error message. Memory stays flat on traces of any size; the caps show up
+as notes in the result.
+
+QEMU is the process that made the last successful ``execve`` of a program whose name
+starts with "qemu"; without one, the first process of the trace stands in for it.
+"""
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from virt_debug.trace import rootcause, syntax
+from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
+from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
+from virt_debug.trace.monitor import MonitorLog, MonitorMessage
+from virt_debug.trace.noise import expected_reason
+from virt_debug.trace.redact import Redactor, is_secret_path
+from virt_debug.trace.strings import first_literal, plain_path, str_array, unescape
+from virt_debug.trace.track import Tracker
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LAST_CALLS = 8
+EXAMPLES = 3
+MAX_GROUPS = 5000
+MAX_FILES = 5000
+MAX_UNPARSED = 50
+TIMELINE_HEAD = 1000
+TIMELINE_TAIL = 1000
+MAX_MARKS = 300
+MAX_LANES = 256
+_OPENS = frozenset({"open", "openat", "openat2", "creat"})
+_EXITS = frozenset({"exit_group", "exit"})
+_READS = frozenset({"read", "pread64", "readv", "preadv", "preadv2"})
+MAX_SECRET_READS = 50
+
+
+@dataclass
+class FailureGroup:
+    """Failed calls with the same syscall, errno and path."""
+
+    syscall: str
+    errno: str
+    path: str | None
+    request: str | None  # ioctl request, when the call was an ioctl
+    errmsg: str | None
+    count: int = 0
+    first_time: float | None = None
+    first_tid: int = 0
+    first_thread: str | None = None
+    expected: str | None = None  # why it is expected noise, None when it may matter
+    examples: list[Evidence] = field(default_factory=list)
+
+
+@dataclass
+class Ended:
+    """How QEMU (or the first process, when no QEMU ran) ended."""
+
+    pid: int | None
+    program: str | None
+    how: str  # "exited", "killed", "running" (the trace ends before it does)
+    code: int | None = None
+    signal: str | None = None
+    core_dumped: bool = False
+    time: float | None = None
+    tid: int | None = None  # the thread that ended it
+    thread: str | None = None
+    evidence: Evidence | None = None  # the "+++ ... +++" line
+    last_calls: list[Evidence] = field(default_factory=list)
+
+
+@dataclass
+class ThreadInfo:
+    tid: int
+    tgid: int
+    parent: int | None
+    name: str | None
+    is_thread: bool
+    first_time: float | None
+    last_time: float | None
+    calls: int
+    ended: str | None
+    execs: list[str]
+
+
+@dataclass
+class SyscallStat:
+    name: str
+    calls: int = 0
+    errors: int = 0
+    seconds: float | None = None  # total -T time, None without -T
+
+
+@dataclass
+class FileStat:
+    path: str
+    ok: int = 0
+    failed: int = 0
+
+
+@dataclass
+class Mark:
+    """A point on a thread's timeline: a failure, signal, exec or exit."""
+
+    time: float | None
+    kind: str  # "failure", "signal", "exec", "exit"
+    label: str
+    line: int
+
+
+@dataclass
+class Lane:
+    """One thread's timeline: its calls (first and last ones when capped), marks."""
+
+    tid: int
+    name: str | None
+    calls: list[tuple[float | None, float | None, str, str | None, int]]
+    marks: list[Mark]
+    omitted: int = 0  # calls left out between the first and the last ones
+
+
+@dataclass
+class SecretRead:
+    """A read of a guest secret file (libvirt's master key, a secret object's file)."""
+
+    path: str
+    time: float | None
+    tid: int
+    line: int
+    size: int
+    content: str | None  # only with redaction off
+
+
+@dataclass
+class Analysis:
+    sources: list[str]
+    redacted: bool
+    redacted_calls: int = 0
+    events: int = 0
+    syscalls_total: int = 0
+    start_time: float | None = None
+    end_time: float | None = None
+    has_durations: bool = False
+    qemu_pid: int | None = None
+    qemu_argv: list[str] = field(default_factory=list)
+    ended: Ended | None = None
+    qemu_stderr: str = ""
+    failures: list[FailureGroup] = field(default_factory=list)
+    expected: list[FailureGroup] = field(default_factory=list)
+    expected_count: int = 0
+    hints: list[rootcause.Hint] = field(default_factory=list)
+    threads: list[ThreadInfo] = field(default_factory=list)
+    syscalls: list[SyscallStat] = field(default_factory=list)
+    files: list[FileStat] = field(default_factory=list)
+    timeline: list[Lane] = field(default_factory=list)
+    unparsed: list[Evidence] = field(default_factory=list)
+    unparsed_count: int = 0
+    monitor: list[MonitorMessage] = field(default_factory=list)
+    secret_reads: list[SecretRead] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def offset(self, time: float | None) -> float | None:
+        """Seconds since the trace's first timed event."""
+        if time is None or self.start_time is None:
+            return None
+        return time - self.start_time
+
+
+class _LaneState:
+    __slots__ = ("head", "tail", "omitted", "marks", "last")
+
+    def __init__(self) -> None:
+        self.head: list = []
+        self.tail: deque = deque(maxlen=TIMELINE_TAIL)
+        self.omitted = 0
+        self.marks: list[Mark] = []
+        self.last: deque = deque(maxlen=LAST_CALLS)
+
+
+def analyze_events(
+    events: Iterable[Event], *, sources: Iterable[str] = (), redact: bool = True
+) -> Analysis:
+    """Analyse a stream of events (from ``parse.iter_events``) in one pass."""
+    run = _Pass(redact)
+    for event in events:
+        run.feed(event)
+    return run.finish(list(sources))
+
+
+class _Pass:
+    def __init__(self, redact: bool) -> None:
+        self.tracker = Tracker()
+        self.redact = redact
+        self.redactor = Redactor(self._tgid, enabled=redact)
+        self.monitor = MonitorLog(redact)
+        self.secret_reads: list[SecretRead] = []
+        self.rules = rootcause.Collector()
+        self.stderr = StderrLog()
+        self.groups: dict[tuple, FailureGroup] = {}
+        self.groups_dropped = 0
+        self.stats: dict[str, SyscallStat] = {}
+        self.files: dict[str, FileStat] = {}
+        self.files_dropped = 0
+        self.lanes: dict[int, _LaneState] = {}
+        self.unparsed: list[Evidence] = []
+        self.unparsed_count = 0
+        self.events = 0
+        self.calls = 0
+        self.start: float | None = None
+        self.end: float | None = None
+        self.durations = False
+        self.qemu_tgid: int | None = None
+        self.qemu_program: str | None = None
+        self.qemu_argv: list[str] = []
+        self.exit_event: Exit | None = None
+        self.exit_tid: int | None = None  # last thread of QEMU to call exit_group
+        self.last_tid: int | None = None  # last thread of QEMU to make a call
+        self.fatal: dict[str, int] = {}  # signal name -> thread it was delivered to
+
+    def _tgid(self, tid: int) -> int:
+        thread = self.tracker.threads.get(tid)
+        return thread.tgid if thread is not None else tid
+
+    def feed(self, event: Event) -> None:
+        self.events += 1
+        if type(event) is Syscall:
+            self.tracker.feed(event)
+            self._syscall(event)
+            return
+        if isinstance(event, Unparsed):
+            self.unparsed_count += 1
+            if len(self.unparsed) < MAX_UNPARSED:
+                text = f"{event.text}  [{event.reason}]"
+                self.unparsed.append(Evidence(event.source, event.line_no, None, text))
+            return
+        self.tracker.feed(event)
+        self._time(event.time)
+        if isinstance(event, Exit):
+            self._exit(event)
+        elif isinstance(event, Signal):
+            self._signal(event)
+        elif isinstance(event, Note) and event.kind == "superseded":
+            self._mark(event.pid, Mark(event.time, "exec", "superseded", event.line_no))
+
+    def _time(self, time: float | None) -> None:
+        if time is not None:
+            if self.start is None:
+                self.start = time
+            self.end = time
+
+    def _syscall(self, call: Syscall) -> None:
+        self.calls += 1
+        time = call.time
+        if time is not None:
+            if self.start is None:
+                self.start = time
+            self.end = time
+        pid = call.pid
+        tgid = self._tgid(pid)
+
+        # Before the redactor rewrites the call: the monitor log needs the bytes
+        # (it redacts whole messages itself).
+        self.monitor.feed(call, tgid)
+        if call.name in _READS and call.fd_path is not None and call.retval:
+            if is_secret_path(call.fd_path, self.redactor.secret_files):
+                self._secret_read(call)
+        self.redactor.feed(call)
+
+        name = call.name
+        stat = self.stats.get(name)
+        if stat is None:
+            stat = self.stats[name] = SyscallStat(name)
+        stat.calls += 1
+        if call.duration is not None:
+            self.durations = True
+            stat.seconds = (stat.seconds or 0.0) + call.duration
+
+        lane = self.lanes.get(pid)
+        if lane is None:
+            lane = self.lanes[pid] = _LaneState()
+        lane.last.append(call)
+        if len(self.lanes) <= MAX_LANES:
+            entry = (time, call.duration, name, call.errno, call.line_no)
+            if len(lane.head) < TIMELINE_HEAD:
+                lane.head.append(entry)
+            else:
+                if len(lane.tail) == TIMELINE_TAIL:
+                    lane.omitted += 1
+                lane.tail.append(entry)
+
+        if name in _OPENS and call.path is not None:
+            self._file(call.path, call.errno is None)
+        if call.errno is not None:
+            stat.errors += 1
+            self._failure(call, lane)
+
+        if tgid == self.qemu_tgid:
+            if call.retval is not None:  # not a call cut short by the end
+                self.last_tid = pid
+            if name in _EXITS:
+                self.exit_tid = pid
+            elif call.args[:2] in ("2,", "2<") and name in ("write", "writev"):
+                self.stderr.add(call)
+        if name in ("execve", "execveat") and call.retval == 0:
+            self._exec(call, lane)
+
+    def _failure(self, call: Syscall, lane: _LaneState) -> None:
+        path = call.path or call.fd_path
+        if path is not None:
+            path = plain_path(path)
+        elif call.name == "mmap":
+            path = self._mmap_path(call)
+        request = rootcause.ioctl_request(call) if call.name == "ioctl" else None
+        key = (call.name, call.errno, path, request)
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= MAX_GROUPS:
+                self.groups_dropped += 1
+                return
+            thread = self.tracker.threads.get(call.pid)
+            # A path QEMU's command line names is never noise, even a search miss.
+            named = self.rules.names_image(path)
+            group = self.groups[key] = FailureGroup(
+                call.name, call.errno or "", path, request, call.errmsg,
+                first_time=call.time, first_tid=call.pid,
+                first_thread=thread.comm if thread else call.comm,
+                expected=None if named else expected_reason(call),
+            )  # fmt: skip
+        group.count += 1
+        if len(group.examples) < EXAMPLES:
+            group.examples.append(evidence_of(call))
+        self.rules.failure(call, self._tgid(call.pid), path, request)
+        if group.expected is None and len(lane.marks) < MAX_MARKS:
+            label = f"{call.name} {call.errno}" + (f" {path}" if path else "")
+            lane.marks.append(Mark(call.time, "failure", label, call.line_no))
+
+    def _mmap_path(self, call: Syscall) -> str | None:
+        # mmap's fd is its fifth argument; -y decorates it, else the fd table knows.
+        parts = syntax.split_args(call.args, 6)
+        if len(parts) < 5:
+            return None
+        num = syntax.leading_int(parts[4])
+        if num is None or num[0] < 0:
+            return None
+        if parts[4][num[1] : num[1] + 1] == "<":
+            found = syntax.fd_decoration(parts[4], num[1])
+            return found[0] if found else None
+        return self.tracker.fd_path(call.pid, num[0])
+
+    def _secret_read(self, call: Syscall) -> None:
+        if len(self.secret_reads) >= MAX_SECRET_READS:
+            return
+        content = None
+        if not self.redact:
+            found = first_literal(call.args[call.args.find(",") :])
+            content = unescape(found[0]).decode("utf-8", "replace") if found else ""
+        self.secret_reads.append(
+            SecretRead(
+                call.fd_path or "", call.time, call.pid, call.line_no,
+                call.retval or 0, content,
+            )
+        )  # fmt: skip
+        lane = self.lanes.get(call.pid)
+        if lane is not None and len(lane.marks) < MAX_MARKS:
+            label = f"secret file read: {call.fd_path}"
+            label += f": {content}" if content is not None else ""
+            lane.marks.append(Mark(call.time, "secret", label, call.line_no))
+
+    def _file(self, path: str, ok: bool) -> None:
+        stat = self.files.get(path)
+        if stat is None:
+            if len(self.files) >= MAX_FILES:
+                self.files_dropped += 1
+                return
+            stat = self.files[path] = FileStat(path)
+        if ok:
+            stat.ok += 1
+        else:
+            stat.failed += 1
+
+    def _exec(self, call: Syscall, lane: _LaneState) -> None:
+        program = call.path or ""
+        lane.marks.append(Mark(call.time, "exec", program, call.line_no))
+        if os.path.basename(program).startswith("qemu"):
+            # A new QEMU: what was known of an earlier one (a probe) no longer counts.
+            self.qemu_tgid = self._tgid(call.pid)
+            self.qemu_program = program
+            self.qemu_argv = str_array(call.args)
+            self.rules.argv(self.qemu_argv)
+            self.stderr = StderrLog()
+            self.exit_event = None
+            self.exit_tid = None
+            self.fatal = {}
+
+    def _exit(self, event: Exit) -> None:
+        label = f"killed by {event.signal}" if event.signal else f"exit {event.code}"
+        self._mark(event.pid, Mark(event.time, "exit", label, event.line_no))
+        target = self.qemu_tgid
+        if target is None:
+            target = self.tracker.first_pid
+        if event.pid == target:
+            self.exit_event = event
+
+    def _signal(self, event: Signal) -> None:
+        self._mark(event.pid, Mark(event.time, "signal", event.signal, event.line_no))
+        if self._tgid(event.pid) == self.qemu_tgid:
+            self.fatal[event.signal] = event.pid
+        self.rules.signal(event, self._tgid(event.pid))
+
+    def _mark(self, tid: int, mark: Mark) -> None:
+        lane = self.lanes.get(tid)
+        if lane is None:
+            lane = self.lanes[tid] = _LaneState()
+        if len(lane.marks) < MAX_MARKS:
+            lane.marks.append(mark)
+
+    def finish(self, sources: list[str]) -> Analysis:
+        from virt_debug.trace.finish import finish
+
+        return finish(self, sources)

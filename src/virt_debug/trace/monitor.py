@@ -1,0 +1,111 @@
+"""QEMU's monitor conversation, put back together from the socket calls.
+
+QEMU reads its monitor one byte per ``recvmsg``, so a QMP command libvirt sent is
+spread over dozens of calls. ``MonitorLog`` joins what each socket fd of QEMU
+received and sent into newline-ended messages: the commands before a failure say
+what was being asked of QEMU. Secret values in them are redacted with the rest.
+"""
+
+import re
+from dataclasses import dataclass
+
+from virt_debug.trace import syntax
+from virt_debug.trace.model import Syscall
+from virt_debug.trace.redact import payload
+from virt_debug.trace.strings import REDACTED
+
+MAX_MESSAGES = 200
+MAX_MESSAGE = 4096
+_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
+_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
+_SOCKETS = ("UNIX", "TCP", "socket:", "UDP")
+_KEYS = r'"(?:data|password|passwd|secret|new-secret)"\s*:\s*"'
+_JSON_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]|\\.)*)(")')
+_CUT_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]|\\.)*)()$')
+
+
+@dataclass
+class MonitorMessage:
+    time: float | None
+    tid: int
+    fd: int
+    direction: str  # "in" (QEMU received it) or "out" (QEMU sent it)
+    socket: str | None  # the fd's -y decoration or path, when known
+    line: int  # trace line of the message's first byte
+    text: str
+    truncated: bool = False
+
+
+def redact_json(text: str) -> str:
+    """``text`` with the values of secret JSON keys replaced, cut ones included."""
+    text = _JSON_SECRET.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
+    return _CUT_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class MonitorLog:
+    def __init__(self, redact: bool) -> None:
+        self.redact = redact
+        self.messages: list[MonitorMessage] = []
+        self.dropped = 0
+        self._open: dict[tuple[int, int, bool], tuple[bytearray, Syscall]] = {}
+
+    def feed(self, call: Syscall, tgid: int) -> None:
+        name = call.name
+        inbound = name in _IN
+        if not inbound and name not in _OUT:
+            return
+        fd_path = call.fd_path
+        if fd_path is None or not fd_path.startswith(_SOCKETS):
+            return
+        if call.retval is None or call.retval <= 0:
+            return
+        data = payload(name, call.args)
+        if not data:
+            return
+        num = syntax.leading_int(call.args)
+        if num is None:
+            return
+
+        key = (tgid, num[0], inbound)
+        pending = self._open.get(key)
+        if pending is None:
+            pending = self._open[key] = (bytearray(), call)
+        buf = pending[0]
+        buf += data
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                break
+            self._emit(pending[1], num[0], inbound, bytes(buf[:end]), False)
+            del buf[: end + 1]
+            pending = self._open[key] = (buf, call)
+        if len(buf) > MAX_MESSAGE:
+            self._emit(pending[1], num[0], inbound, bytes(buf), True)
+            buf.clear()
+        if not buf:
+            del self._open[key]
+
+    def _emit(
+        self, first: Syscall, fd: int, inbound: bool, raw: bytes, cut: bool
+    ) -> None:
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        if len(self.messages) >= MAX_MESSAGES:
+            # Keep the latest: the conversation just before the end matters most.
+            self.messages.pop(0)
+            self.dropped += 1
+        if self.redact:
+            text = redact_json(text)
+        self.messages.append(
+            MonitorMessage(
+                first.time,
+                first.pid,
+                fd,
+                "in" if inbound else "out",
+                first.fd_path,
+                first.line_no,
+                text,
+                cut,
+            )
+        )

@@ -1,0 +1,309 @@
+"""The terminal report: the answer first (how QEMU ended, the likely cause), details
+after. Written with rich so it wraps to the terminal's width; colour only when asked.
+"""
+
+import io
+import os
+import textwrap
+import time as _time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from virt_debug.trace.analysis import Analysis, FailureGroup
+from virt_debug.trace.evidence import Evidence
+
+TOP = 15
+MONITOR_LAST = 10
+EVIDENCE_LINES = 3
+MAX_FAILURE_ROWS = 30
+
+
+def render_text(
+    analysis: Analysis, *, color: bool = False, width: int = 80, verbose: bool = False
+) -> str:
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=width,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        no_color=not color,
+        highlight=False,
+        emoji=False,
+        soft_wrap=False,
+    )
+    _Writer(console, analysis, verbose).write()
+    return out.getvalue()
+
+
+class _Writer:
+    def __init__(self, console: Console, analysis: Analysis, verbose: bool) -> None:
+        self.c = console
+        self.a = analysis
+        self.verbose = verbose
+
+    def write(self) -> None:
+        self._header()
+        self._ended()
+        self._hints()
+        self._failures()
+        self._monitor()
+        self._threads()
+        self._syscalls()
+        self._files()
+        self._footer()
+
+    def heading(self, text: str) -> None:
+        self.c.print()
+        self.c.print(f"[bold underline]{escape(text)}[/]")
+
+    def _header(self) -> None:
+        a = self.a
+        span = ""
+        if a.start_time is not None and a.end_time is not None:
+            span = f", {a.end_time - a.start_time:.3f} s"
+        sources = ", ".join(a.sources)
+        self.c.print(f"[bold]Trace[/] {escape(sources)}")
+        self.c.print(
+            f"  {a.syscalls_total:,} calls, {len(a.threads)} threads{span}"
+            + (
+                f", [yellow]{a.unparsed_count} unreadable lines[/]"
+                if a.unparsed_count
+                else ""
+            )
+        )
+        if a.qemu_argv:
+            cmd = " ".join(a.qemu_argv)
+            if len(cmd) > 3 * self.c.width:
+                cmd = cmd[: 3 * self.c.width] + " …"
+            self.para(f"QEMU pid {a.qemu_pid}: {cmd}", 0, hang=2)
+
+    def _ended(self) -> None:
+        ended = self.a.ended
+        self.heading("How it ended")
+        if ended is None:
+            self.c.print("  no process in the trace")
+            return
+        who = "QEMU" if self.a.qemu_pid is not None else f"process {ended.pid}"
+        if ended.how == "exited":
+            style = "green" if ended.code == 0 else "red"
+            status = f"[{style}]exited with status {ended.code}[/]"
+        elif ended.how == "killed":
+            core = " (core dumped)" if ended.core_dumped else ""
+            status = f"[red]killed by {ended.signal}{core}[/]"
+        else:
+            status = "[yellow]still running when the trace ends[/]"
+        when = f" at {self._clock(ended.time)}" if ended.time is not None else ""
+        self.c.print(f"  {who} {status}{when}")
+        if ended.tid is not None:
+            name = f" ({escape(ended.thread)})" if ended.thread else ""
+            self.c.print(f"  Last calls of thread {ended.tid}{name}:")
+            for evidence in ended.last_calls:
+                self._evidence(evidence, indent=4)
+        said = self.a.qemu_stderr.strip()
+        if said:
+            self.c.print("  QEMU said:")
+            lines = said.splitlines()
+            for line in lines[-12:]:
+                self.para(f"| {line}", 4, hang=2)
+
+    def _hints(self) -> None:
+        hints = self.a.hints
+        self.heading("Likely causes, ranked" if len(hints) > 1 else "Likely cause")
+        if not hints:
+            self.c.print("  no known cause matched")
+            return
+        for n, hint in enumerate(hints, 1):
+            agrees = " (QEMU's message agrees)" if hint.confirmed else ""
+            self.para(f"{n}. {hint.title}{agrees}", 2, "bold red", hang=3)
+            self.para(hint.advice, 5)
+            for evidence in hint.evidence:
+                self._evidence(evidence, indent=5)
+
+    def _failures(self) -> None:
+        a = self.a
+        total = sum(g.count for g in a.failures)
+        self.heading(f"Failed calls: {total} in {len(a.failures)} groups")
+        self.c.print(
+            f"  {a.expected_count} expected failures folded"
+            + (" (listed below)" if self.verbose else " (--verbose lists them)")
+        )
+        self._group_table(a.failures[:MAX_FAILURE_ROWS], expected=False)
+        if len(a.failures) > MAX_FAILURE_ROWS:
+            self.c.print(f"  … {len(a.failures) - MAX_FAILURE_ROWS} more groups")
+        if self.verbose and a.expected:
+            self.heading("Expected failures (folded)")
+            self._group_table(a.expected, expected=True)
+
+    def _group_table(self, groups: list[FailureGroup], *, expected: bool) -> None:
+        if not groups:
+            return
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+        table.add_column("count", justify="right")
+        table.add_column("call")
+        table.add_column("errno")
+        table.add_column("path", overflow="fold")
+        table.add_column("why expected" if expected else "first", overflow="fold")
+        for g in groups:
+            call = f"{g.syscall} {g.request}" if g.request else g.syscall
+            last = g.expected or ""
+            if not expected:
+                name = f" {g.first_thread}" if g.first_thread else ""
+                last = f"{self._clock(g.first_time)} {g.first_tid}{name}"
+            table.add_row(
+                str(g.count), escape(call), g.errno, escape(g.path or ""), escape(last)
+            )
+        self.c.print(table)
+
+    def _monitor(self) -> None:
+        a = self.a
+        if a.secret_reads:
+            self.heading(f"Secret files read: {len(a.secret_reads)}")
+            for read in a.secret_reads:
+                where = f"{os.path.basename(self._source())}:{read.line}"
+                shown = "<redacted>" if read.content is None else repr(read.content)
+                what = f"{read.tid} read {read.size} bytes of {read.path}"
+                self.para(f"{where}  {what}: {shown}", 2, hang=4)
+        if not a.monitor:
+            return
+        count = len(a.monitor) if self.verbose else MONITOR_LAST
+        self.heading(
+            f"Monitor messages: last {min(count, len(a.monitor))} of {len(a.monitor)}"
+        )
+        for message in a.monitor[-count:]:
+            arrow = "->" if message.direction == "in" else "<-"
+            self.para(f"{message.line} {arrow} {message.text}", 2, hang=4)
+
+    def _source(self) -> str:
+        return self.a.sources[0] if self.a.sources else ""
+
+    def _threads(self) -> None:
+        threads = self.a.threads
+        self.heading(f"Threads and processes: {len(threads)}")
+        by_parent: dict[int | None, list] = {}
+        known = {t.tid for t in threads}
+        for t in threads:
+            parent = t.parent if t.parent in known else None
+            by_parent.setdefault(parent, []).append(t)
+        shown = 0
+
+        def add(node: Tree, tid: int | None, depth: int) -> None:
+            nonlocal shown
+            for t in by_parent.get(tid, []):
+                shown += 1
+                if shown > 200:
+                    return
+                child = node.add(self._thread_label(t))
+                if depth < 30:
+                    add(child, t.tid, depth + 1)
+
+        tree = Tree("", hide_root=True, guide_style="dim")
+        add(tree, None, 0)
+        self.c.print(tree)
+        if shown > 200:
+            self.c.print(f"  … {len(threads) - 200} more")
+
+    def _thread_label(self, t) -> str:
+        kind = "thread" if t.is_thread else "process"
+        name = f" {escape(t.name)}" if t.name else ""
+        life = ""
+        if t.first_time is not None and t.last_time is not None:
+            start = self.a.offset(t.first_time) or 0.0
+            life = f" +{start:.3f}s…+{(self.a.offset(t.last_time) or 0.0):.3f}s"
+        ended = f", {escape(t.ended)}" if t.ended else ""
+        prog = f" {escape(os.path.basename(t.execs[-1]))}" if t.execs else ""
+        return f"{kind} {t.tid}{name}{prog}{life}, {t.calls} calls{ended}"
+
+    def _syscalls(self) -> None:
+        stats = self.a.syscalls
+        self.heading(f"System calls: top {min(TOP, len(stats))} of {len(stats)}")
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+        table.add_column("syscall")
+        table.add_column("calls", justify="right")
+        table.add_column("errors", justify="right")
+        if self.a.has_durations:
+            table.add_column("seconds", justify="right")
+        for s in stats[:TOP]:
+            row = [s.name, f"{s.calls:,}", f"{s.errors:,}"]
+            if self.a.has_durations:
+                row.append(f"{s.seconds or 0.0:.6f}")
+            table.add_row(*row)
+        self.c.print(table)
+
+    def _files(self) -> None:
+        files = self.a.files
+        self.heading(f"Files opened: {len(files)}")
+        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+        table.add_column("ok", justify="right")
+        table.add_column("failed", justify="right")
+        table.add_column("path", overflow="fold")
+        limit = len(files) if self.verbose else TOP
+        for f in files[:limit]:
+            table.add_row(str(f.ok), str(f.failed), escape(f.path))
+        self.c.print(table)
+        if len(files) > limit:
+            self.c.print(f"  … {len(files) - limit} more (--verbose lists all)")
+
+    def _footer(self) -> None:
+        a = self.a
+        if a.unparsed_count:
+            self.heading(f"Lines that could not be read: {a.unparsed_count}")
+            for evidence in a.unparsed[: 50 if self.verbose else 5]:
+                self._evidence(evidence, indent=2)
+        if a.notes:
+            self.heading("Notes")
+            for note in a.notes:
+                self.c.print(f"  {escape(note)}", overflow="fold")
+        self.c.print()
+        if a.redacted:
+            self.c.print(
+                f"[dim]Secrets redacted ({a.redacted_calls} calls hidden); "
+                "--no-redact shows them.[/]"
+            )
+        else:
+            self.c.print("[yellow]Not redacted: this report may contain secrets.[/]")
+
+    def _evidence(self, evidence: Evidence, indent: int) -> None:
+        # At most three wrapped lines each: the file and line say where to read more.
+        where = f"{os.path.basename(evidence.source)}:{evidence.line}"
+        body = where + "  " + evidence.text.replace("\n", " ")
+        lines = textwrap.wrap(
+            body,
+            width=self.c.width,
+            initial_indent=" " * indent,
+            subsequent_indent=" " * (indent + 4),
+            break_on_hyphens=False,
+        )
+        if len(lines) > EVIDENCE_LINES:
+            lines = lines[:EVIDENCE_LINES]
+            lines[-1] = lines[-1][: self.c.width - 1] + "…"
+        for n, line in enumerate(lines):
+            text = Text(line)
+            if n == 0:
+                text.stylize("dim", indent, indent + len(where))
+            self.c.print(text, no_wrap=True, crop=True)
+
+    def para(self, text: str, indent: int, style: str = "", hang: int = 0) -> None:
+        """Wrapped text whose continuation lines keep the indent (plus ``hang``)."""
+        lines = textwrap.wrap(
+            text,
+            width=self.c.width,
+            initial_indent=" " * indent,
+            subsequent_indent=" " * (indent + hang),
+            break_on_hyphens=False,
+        )
+        for line in lines:
+            self.c.print(Text(line, style=style), no_wrap=True, crop=True)
+
+    def _clock(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        # Relative traces (-r) start near zero: show the offset, not a date.
+        if when < 10**8:
+            return f"+{when:.6f}s"
+        frac = f"{when % 1:.6f}"[1:]
+        return _time.strftime("%H:%M:%S", _time.localtime(when)) + frac
