@@ -16,6 +16,7 @@ the tests do; otherwise as the current user.
 
     .venv/bin/python bench/bench_start.py            # 5 rounds
     .venv/bin/python bench/bench_start.py -n 3 --accel tcg --keep bench/out
+    .venv/bin/python bench/bench_start.py --no-full --leave-out recvmsg,ppoll,read,write
 """
 
 import argparse
@@ -54,8 +55,10 @@ def untraced(conn, xml: str, guest) -> dict[str, float]:
             raise RuntimeError("untraced guest never printed its line")
         time.sleep(POLL)
     t3 = time.monotonic()
-    if dom.isActive():
+    try:
         dom.destroy()
+    except libvirt.libvirtError:
+        pass  # it powered itself off in the meantime
     dom.undefine()
     return {"define": t1 - t0, "start": t2 - t1, "serial": t3 - t1}
 
@@ -76,7 +79,9 @@ def traced(conn, xml_path: Path, guest, output: Path, full: bool) -> dict[str, f
     t0 = time.monotonic()
     result = session.run(conn, target, options, watch=watch)
     if result.start_error or not seen:
-        raise RuntimeError(f"traced start failed: {result.start_error or result.ended_by}")
+        raise RuntimeError(
+            f"traced start failed: {result.start_error or result.ended_by}"
+        )
     started = t0 + result.timings["define"]
     return {
         "define": result.timings["define"],
@@ -92,14 +97,24 @@ def _owner(path: Path) -> tuple[int, int]:
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     modes = list(results)
-    keys = ("define", "start", "serial")
-    med = {m: {k: statistics.median(r[k] for r in results[m]) for k in keys} for m in modes}
+    keys = ("define", "start", "total", "serial")
+    for runs in results.values():
+        for r in runs:
+            r["total"] = r["define"] + r["start"]
+    med = {
+        m: {k: statistics.median(r[k] for r in results[m]) for k in keys} for m in modes
+    }
     head = f"{'median seconds':<22}" + "".join(f"{m:>12}" for m in modes)
     head += "".join(f"{m + '/untraced':>20}" for m in modes[1:])
     lines = [head, "-" * len(head)]
     for k, label in zip(
         keys,
-        ("define (hook, probe)", "start (create)", "start to serial line"),
+        (
+            "define (hook, probe)",
+            "start (create)",
+            "define + start",
+            "start to serial line",
+        ),
         strict=True,
     ):
         row = f"{label:<22}" + "".join(f"{med[m][k]:>12.2f}" for m in modes)
@@ -117,7 +132,18 @@ def main() -> None:
     parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     parser.add_argument("--no-full", action="store_true", help="skip the --full mode")
     parser.add_argument("--keep", type=Path, help="keep guests and traces here")
+    parser.add_argument(
+        "--leave-out",
+        metavar="CALLS",
+        help="try another default-mode filter: the comma-separated calls to leave "
+        "out instead of the strace debugger's HOT_CALLS",
+    )
     args = parser.parse_args()
+    if args.leave_out is not None:
+        from virt_debug.debuggers import strace
+
+        strace.HOT_CALLS = tuple(c for c in args.leave_out.split(",") if c)
+        print(f"default mode leaves out: {' '.join(strace.HOT_CALLS)}")
 
     base = Path(tempfile.mkdtemp(prefix="virt-debug-bench-", dir="/tmp"))
     base.chmod(0o755)
@@ -138,7 +164,9 @@ def main() -> None:
         for n in range(args.rounds):
             for mode in modes:
                 guest = create_guest(
-                    work / f"{mode}-{n}" / "guest", name=f"bench-{mode}", accel=args.accel
+                    work / f"{mode}-{n}" / "guest",
+                    name=f"bench-{mode}",
+                    accel=args.accel,
                 )
                 chown_tree(work / f"{mode}-{n}", daemon.uid, daemon.gid)
                 if mode == "untraced":

@@ -28,9 +28,17 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 ACCEL = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
 # A mix like libvirt's start: many queries with large JSON answers, some setters.
 QUERIES = [
-    "query-version", "query-commands", "query-events", "query-status",
-    "query-cpus-fast", "query-chardev", "query-block", "query-machines",
-    "query-qmp-schema", "qom-list-types", "query-migrate-capabilities",
+    "query-version",
+    "query-commands",
+    "query-events",
+    "query-status",
+    "query-cpus-fast",
+    "query-chardev",
+    "query-block",
+    "query-machines",
+    "query-qmp-schema",
+    "qom-list-types",
+    "query-migrate-capabilities",
 ]
 
 
@@ -74,10 +82,20 @@ def launch(wrapper: Path | None, workdir: Path, commands: int) -> float:
     sock = workdir / f"qmp-{time.monotonic_ns()}.sock"
     argv = [
         str(wrapper) if wrapper else QEMU,
-        "-name", "guest=bench,debug-threads=on",
-        "-machine", f"q35,accel={ACCEL}", "-m", "64", "-smp", "2",
-        "-display", "none", "-nodefaults", "-S",
-        "-qmp", f"unix:{sock},server=on,wait=off",
+        "-name",
+        "guest=bench,debug-threads=on",
+        "-machine",
+        f"q35,accel={ACCEL}",
+        "-m",
+        "64",
+        "-smp",
+        "2",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-S",
+        "-qmp",
+        f"unix:{sock},server=on,wait=off",
     ]
     start = time.monotonic()
     proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
@@ -114,7 +132,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--commands", type=int, default=400)
     parser.add_argument(
-        "--set", action="append", default=[],
+        "--set",
+        action="append",
+        default=[],
         help="NAME=call,call: a candidate hot set to measure (repeatable)",
     )
     args = parser.parse_args()

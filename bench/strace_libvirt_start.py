@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     candidates: dict[str, tuple[str, ...] | None] = {
-        "untraced": None, "full": None, "default": None,
+        "untraced": None,
+        "full": None,
+        "default": None,
     }
     for item in args.set:
         name, _, calls = item.partition("=")

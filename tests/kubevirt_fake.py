@@ -87,6 +87,8 @@ class FakeKubeVirt:
         self.node = "node-1"
         # What the traced QEMU does: "start" (runs), "fail" (exits at once).
         self.qemu = "start"
+        # Whether a guest with our hook shuts itself down once it runs.
+        self.guest_stops = False
         self.hook_calls: list[str] = []
         self.actions: list[str] = []
         self.on_action: dict[str, Any] = {}
@@ -208,7 +210,11 @@ class FakeKubeVirt:
                 {"metadata": {"uid": str(uuid.uuid4())}, "status": {"phase": "Pending"}}
             )
         phase = vmi["status"]["phase"]
-        if phase == "Pending":
+        annotations = vmi.raw.get("metadata", {}).get("annotations") or {}
+        hooked = "virt-debug" in json.dumps(annotations)
+        if phase == "Running" and self.guest_stops and hooked:
+            vmi.patch({"status": {"phase": "Succeeded"}})
+        elif phase == "Pending":
             vmi.patch({"status": {"phase": "Scheduling"}})
         elif phase == "Scheduling":
             self._launcher_pod(vmi.raw)

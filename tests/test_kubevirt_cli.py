@@ -186,6 +186,8 @@ def test_missing_vm_is_one_line_and_exit_2(env, capsys):
 
 
 def test_run_end_to_end_through_the_cli(env, capsys, tmp_path):
+    # QEMU fails to open its disk: the user sees why, from the fetched trace.
+    env.fake.qemu = "fail"
     out_dir = tmp_path / "traces"
     code, out, err = invoke(
         capsys,
@@ -208,6 +210,10 @@ def test_run_end_to_end_through_the_cli(env, capsys, tmp_path):
     assert code == 0, err
     assert list(out_dir.rglob("strace.log"))
     assert "hook sidecar started" in err, err
+    assert "the traced start failed" in err
+    assert "SyncFailed: qemu-kvm: could not open disk image" in err
+    assert "Likely cause" in out
+    assert "/var/run/kubevirt-private/vmi-disks/disk0/disk.img" in out
     assert env.ours() == []
     assert (
         env.server.get("kubevirt.io/v1/virtualmachines", NS, "vm1")["spec"][
@@ -251,3 +257,22 @@ def test_transfer_helper_runs_on_python39(env):
         [PYTHON39, "--version"], capture_output=True, text=True
     )
     assert probe.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "command, kinds",
+    [
+        ("setup", ["ConfigMap", "PersistentVolumeClaim", "Pod"]),
+        ("fetch", ["Pod"]),
+    ],
+)
+def test_dry_run_of_setup_and_fetch(env, capsys, command, kinds):
+    code, out, err = invoke(
+        capsys, "kubevirt", command, "vm1", "--kubeconfig", env.kubeconfig, "--dry-run"
+    )
+    assert code == 0, err
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == kinds
+    for doc in docs:
+        validate_kubernetes(doc)
+    assert env.ours() == []

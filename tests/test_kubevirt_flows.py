@@ -49,9 +49,8 @@ class Cluster:
         return vm
 
     def session(self, vm: str = "vm1", **options) -> Session:
-        opts = Options(
-            poll=0.02, duration=0.2, stop_timeout=10, start_timeout=20, **options
-        )
+        settings = dict(poll=0.02, duration=0.2, stop_timeout=10, start_timeout=20)
+        opts = Options(**(settings | options))
         return Session(self.kube, self.exec, vm, NS, opts, self.lines.append)
 
     def attached(self, vm: str = "vm1", **options) -> Session:
@@ -364,4 +363,24 @@ def test_standalone_vmi_is_recreated_with_the_hook_and_back(cluster):
     assert SIDECAR_ANNOTATION not in back["metadata"].get("annotations", {})
     assert back["metadata"]["labels"] == {"app": "x"}
     assert back["metadata"]["uid"] != traced["metadata"]["uid"]
+    assert cluster.ours_left() == []
+
+
+def test_until_stopped_waits_for_the_guest_then_restores(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.fake.guest_stops = True
+    session = cluster.session(until_stopped=True, duration=None)
+    _, dest = session.run(tmp_path / "out")
+    assert any("until the guest stops" in line for line in cluster.lines)
+    assert list(dest.rglob("argv"))
+    assert cluster.fake.actions == ["restart", "restart"]
+    assert cluster.ours_left() == []
+
+
+def test_fetch_without_a_run_leaves_nothing_behind(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.session().run(tmp_path / "first")
+    # Later, the traces of every run are still on the PVC.
+    _, dest = cluster.session().fetch(tmp_path / "again")
+    assert len(list(dest.rglob("argv"))) == 1
     assert cluster.ours_left() == []

@@ -2,10 +2,12 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,8 @@ def test_demo_as_root_drops_to_uid_107_and_starts_its_own_daemon(local_libvirt):
         pid_file = base / "session" / "runtime" / "libvirt" / "libvirtd.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            time.sleep(1)
+        shutil.rmtree(base, ignore_errors=True)
 
     assert done.returncode == 0, done.stderr
     assert "starting one" in done.stderr

@@ -60,6 +60,7 @@ def test_directory_with_an_ff_set_is_one_time_ordered_stream(tmp_path: Path) -> 
     (tmp_path / "argv").write_bytes(b"qemu\0-S\0")
     (tmp_path / "status").write_text("exit 0\n")
     (tmp_path / "wrapper.log").write_text("started\n")
+    (tmp_path / "core.4242").write_bytes(b"\x7fELF\x02\x01\x01\0" * 64)
 
     found = list(iter_events([tmp_path]))
 
@@ -300,3 +301,32 @@ def test_whole_program_output_lines_are_unparsed_not_dropped(tmp_path: Path) -> 
         ("Syscall", 3),
         ("Unparsed", 4),
     ]
+
+
+def test_gzipped_trace_reads_like_the_plain_one(tmp_path: Path) -> None:
+    import gzip
+
+    plain = CORPUS / "f_tt_T_yy.strace"
+    packed = tmp_path / "strace.log.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+
+    names = [getattr(e, "name", None) for e in iter_events([packed])]
+
+    assert names == [getattr(e, "name", None) for e in iter_events([plain])]
+
+
+def test_a_directory_groups_sets_and_keeps_other_traces_apart(tmp_path: Path) -> None:
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "strace.log").write_text("1 getpid() = 1\n")
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "qemu.7").write_text("12:00:00.2 getpid() = 7\n")
+    (tmp_path / "run2" / "qemu.8").write_text("12:00:00.1 gettid() = 8\n")
+
+    groups = trace_files([tmp_path])
+
+    assert [[p.name for p in g] for g in groups] == [
+        ["strace.log"],
+        ["qemu.7", "qemu.8"],
+    ]
+    found = [(e.pid, e.name) for e in iter_events([tmp_path])]
+    assert found == [(1, "getpid"), (8, "gettid"), (7, "getpid")]

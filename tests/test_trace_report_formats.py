@@ -46,7 +46,7 @@ def test_text_leads_with_the_answer(analyses):
     cause = text.index("Likely cause")
     assert ended < cause < text.index("Failed calls")
     assert "QEMU exited with status 1" in text
-    assert "failed to initialize kvm: Permission denied" in text
+    assert "| qemu-system-x86_64: -accel kvm: failed to initialize kvm" in text
     assert "1. /dev/kvm permission denied" in text
     assert "kvm-denied.strace:" in text  # evidence names file and line
     assert re.search(r"\d+ expected failures folded \(--verbose lists them\)", text)

@@ -33,6 +33,7 @@ def test_failed_read_names_its_file_without_y(tmp_path: Path) -> None:
     )
 
     assert calls[2].fd_path == "/var/lib/qemu/disk.img" and calls[2].errno == "EIO"
+    assert calls[2].fd == 7
     assert calls[4].fd_path is None
 
 

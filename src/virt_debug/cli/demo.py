@@ -48,7 +48,13 @@ def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
         )
         daemon.start(idle_exit=DAEMON_IDLE_EXIT)
 
-    python, env = daemon.python()
+    try:
+        python, env = daemon.python()
+    except UsageError as e:
+        # A checkout under /root, say: uid 107 cannot run this tool. Drive its
+        # daemon from here instead; only the guest's files need to be its.
+        log.info("%s", e)
+        python, env = [], {}
     output = (output or _default_output()).absolute()
     output.mkdir(parents=True, exist_ok=True)
     os.chown(output, daemon.uid, daemon.gid)
@@ -68,6 +74,16 @@ def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
         )
         output.rmdir()
         output = fallback
+
+    if not python:
+        click.echo(
+            f"virt-debug: uid {daemon.uid} cannot run {sys.executable}; running the "
+            f"demo as root against uid {daemon.uid}'s session daemon",
+            err=True,
+        )
+        os.environ.update(daemon.env())
+        _demo(broken, output, daemon.direct_uri, accel, owner=(daemon.uid, daemon.gid))
+        return
 
     click.echo(
         f"virt-debug: running the demo as uid {daemon.uid}, like virt-launcher",
@@ -151,9 +167,22 @@ def demo_command(broken: bool, output: Path | None, uri: str, accel: str) -> Non
     ):
         _drop_to_qemu_user(broken, output, accel)
         return
+    _demo(broken, (output or _default_output()).absolute(), uri, accel)
 
-    output = (output or _default_output()).absolute()
+
+def _demo(
+    broken: bool,
+    output: Path,
+    uri: str,
+    accel: str,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Generate the guest, run it through `run strace`, show the serial line."""
     guest = create_guest(output / "guest", broken=broken, accel=accel)
+    if owner is not None:
+        # QEMU runs as the daemon's user: the disk and its directory must be its.
+        for path in (guest.directory, guest.disk, guest.xml_path):
+            os.chown(path, *owner)
     _remove_stale_demo(uri)
     click.echo(
         f"virt-debug: demo guest {guest.name} ({guest.domain_type}), "

@@ -124,26 +124,40 @@ def volume_options(fn):
 
 
 class Display:
-    """Progress on stderr: one line a step, with the time since the start."""
+    """Progress on stderr: a spinner with the current step, and one line per step
+    with the time since the start, so the history stays on screen."""
 
     def __init__(self) -> None:
         self.console = Console(stderr=True, highlight=False)
         self.start = time.monotonic()
+        self.status: Any = None
+
+    def __enter__(self) -> Display:
+        self.status = self.console.status("connecting", spinner="dots")
+        self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
 
     def __call__(self, text: str) -> None:
-        style = (
-            "yellow"
-            if text.startswith("warning:")
-            else ("red" if "failed" in text else None)
-        )
+        style = None
+        if text.startswith("warning:"):
+            style = "yellow"
+        elif "failed" in text or text.startswith("could not"):
+            style = "red"
         stamp = f"{time.monotonic() - self.start:6.1f}s "
-        self.console.print(stamp + text, style=style, markup=False)
+        self.console.print(stamp + text, style=style, markup=False, soft_wrap=True)
+        if self.status is not None:
+            self.status.update(text.strip())
 
 
 def _session(vm: str, kw: dict[str, Any], **options: Any):
     from virt_debug.backends.kubevirt.client import Connection, connect
     from virt_debug.backends.kubevirt.flow import Options, Session
-    from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec
+    from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec, PodExec
 
     kube = connect(
         Connection(
@@ -152,6 +166,7 @@ def _session(vm: str, kw: dict[str, Any], **options: Any):
             namespace=kw.get("namespace"),
         )
     )
+    pod_exec: PodExec
     if kw.get("exec_local"):
         volumes = {}
         for item in kw["exec_local"]:
@@ -265,7 +280,8 @@ def run_command(debugger: str, vm: str, **kw: Any) -> None:
     session = _session(
         vm, kw, debugger=debugger, duration=duration, start_timeout=start_timeout
     )
-    planned, dest = session.run(kw["output_dir"])
+    with session.report:
+        planned, dest = session.run(kw["output_dir"])
     if kw["dry_run"]:
         _print_plan(planned, kw["output_format"])
         return
@@ -286,7 +302,9 @@ def setup_command(vm: str, **kw: Any) -> None:
     Example:
       virt-debug kubevirt setup myvm -n myns --storage-class fast --pvc-size 2Gi
     """
-    planned = _session(vm, kw).setup()
+    session = _session(vm, kw)
+    with session.report:
+        planned = session.setup()
     if kw["dry_run"]:
         _print_plan(planned, kw["output_format"])
 
@@ -310,7 +328,9 @@ def attach_command(vm: str, **kw: Any) -> None:
     Example:
       virt-debug kubevirt attach myvm -n myns --dry-run -o yaml
     """
-    planned = _session(vm, kw).attach(restart=kw["restart"])
+    session = _session(vm, kw)
+    with session.report:
+        planned = session.attach(restart=kw["restart"])
     if kw["dry_run"]:
         _print_plan(planned, kw["output_format"])
 
@@ -335,9 +355,9 @@ def detach_command(vm: str, **kw: Any) -> None:
     Example:
       virt-debug kubevirt detach myvm -n myns --delete-pvc
     """
-    planned = _session(vm, kw, delete_pvc=kw["delete_pvc"]).detach(
-        restart_back=not kw["no_restart"]
-    )
+    session = _session(vm, kw, delete_pvc=kw["delete_pvc"])
+    with session.report:
+        planned = session.detach(restart_back=not kw["no_restart"])
     if kw["dry_run"]:
         _print_plan(planned, kw["output_format"])
 
@@ -366,12 +386,12 @@ def fetch_command(vm: str, **kw: Any) -> None:
     Example:
       virt-debug kubevirt fetch myvm -n myns --output ./traces
     """
+    session = _session(vm, kw)
+    with session.report:
+        planned, dest = session.fetch(kw["output_dir"], every_run=kw["every_run"])
     if kw["dry_run"]:
-        raise UsageError(
-            "fetch changes nothing on the cluster but a short-lived "
-            "helper pod; --dry-run has nothing to show"
-        )
-    dest = _session(vm, kw).fetch(kw["output_dir"], every_run=kw["every_run"])
+        _print_plan(planned, kw["output_format"])
+        return
     if not kw["no_analysis"]:
         _analyze(dest)
 

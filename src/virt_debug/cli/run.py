@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 
 from virt_debug.backends.libvirt import connection, session
 from virt_debug.backends.libvirt import domain as domains
@@ -15,6 +16,7 @@ from virt_debug.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
+WIDE = 200
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -41,11 +43,12 @@ def default_output(name: str) -> Path:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 class RichProgress(session.Progress):
@@ -53,7 +56,7 @@ class RichProgress(session.Progress):
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._status = None
+        self._status: Status | None = None
         self._name = ""
         self._since = time.monotonic()
 
@@ -129,9 +132,12 @@ def execute(
     finally:
         conn.close()
 
-    text = render_summary(result, color=Console().is_terminal)
+    # Piped or saved, lines are not cut: paths stay whole for grep and bug reports.
+    out = Console()
+    width = out.width if out.is_terminal else WIDE
+    text = render_summary(result, color=out.is_terminal, width=width)
     (result.output / "summary.txt").write_text(
-        render_summary(result) + "\n", encoding="utf-8"
+        render_summary(result, width=WIDE) + "\n", encoding="utf-8"
     )
     click.echo(text)
     if result.restore_error:
@@ -199,6 +205,9 @@ def run_command(
         virt-debug run strace mydomain --duration 2m
         virt-debug run strace ./guest.xml --output /tmp/trace --full
         virt-debug run strace mydomain --connect qemu:///system
+
+    With qemu:///system QEMU runs as the daemon's QEMU user: --output must be
+    writable by that user, and AppArmor or SELinux may refuse the wrapper.
     """
     execute(
         debugger,

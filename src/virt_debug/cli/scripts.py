@@ -1,4 +1,4 @@
-"""``wrapper-script`` and ``hook-script``: print the scripts libvirt and KubeVirt run."""
+"""``wrapper-script`` and ``hook-script``: the scripts libvirt and KubeVirt run."""
 
 import click
 
@@ -58,8 +58,8 @@ def wrapper_script(
 
     \b
     Examples:
-        virt-debug wrapper-script strace --output /var/tmp/traces > /usr/local/bin/qemu-traced
-        chmod 755 /usr/local/bin/qemu-traced
+        virt-debug wrapper-script strace --output /var/tmp/traces > qemu-traced
+        chmod 755 qemu-traced
         virt-debug wrapper-script strace --full --qemu /usr/libexec/qemu-kvm
         virt-debug wrapper-script strace --tool-dir /var/run/virt-debug \\
             --shell /var/run/virt-debug/bin/sh --qemu /usr/libexec/qemu-kvm
@@ -93,7 +93,7 @@ def hook_script_command(emulator: str) -> None:
 
     \b
     Examples:
-        virt-debug hook-script --emulator /var/run/virt-debug/bin/qemu-wrapper > onDefineDomain
+        virt-debug hook-script --emulator /var/run/virt-debug/wrapper > onDefineDomain
         ./onDefineDomain --vmi '{}' --domain "$(cat domain.xml)"
     """
     if not emulator.startswith("/"):

@@ -1,8 +1,8 @@
 """What every debugger knows: how to run QEMU under it and what it leaves behind.
 
-A debugger is described, not run, here: the emulator wrapper turns the description into
-shell words. Options may name the launch's output directory through ``LAUNCH_DIR``, which
-the wrapper replaces with the directory it created for that launch.
+A debugger is described, not run, here: the emulator wrapper turns the description
+into shell words. Options may name the launch's output directory through
+``LAUNCH_DIR``, which the wrapper replaces with the directory it made for the launch.
 """
 
 import shutil
@@ -53,7 +53,7 @@ class Debugger:
         if path is None:
             package = self.apt_package or self.program
             raise UsageError(
-                f"{self.program} is not installed, so the {self.name} debugger cannot run",
+                f"{self.program} is not installed: the {self.name} debugger cannot run",
                 hint=f"install it, e.g. `apt-get install -y {package}`",
             )
         return path

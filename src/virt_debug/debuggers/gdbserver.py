@@ -7,18 +7,20 @@ before libvirt's monitor timeout (about 30 s), or the start fails. On libvirt's 
 signal the wrapper signals gdbserver itself, which kills the QEMU it started.
 """
 
+from collections.abc import Sequence
+
 from virt_debug.debuggers.base import Debugger
 
 PORT = 1234
 
 
 class Gdbserver(Debugger):
+    def options(self, *, full: bool = False, extra: Sequence[str] = ()) -> list[str]:
+        # gdbserver reads its options up to COMM; the program follows COMM directly.
+        return [*extra, *self.default_options(full=full)]
+
     def default_options(self, *, full: bool) -> list[str]:
         return ["--once", f"127.0.0.1:{PORT}"]
-
-    def separator(self) -> list[str]:
-        # gdbserver takes the program as its first non-option argument.
-        return []
 
 
 GDBSERVER = Gdbserver(
@@ -29,7 +31,8 @@ GDBSERVER = Gdbserver(
     signal_target="debugger",
     note=(
         f"QEMU waits for gdb on 127.0.0.1:{PORT}. From this machine (or the pod):\n"
-        f"  gdb -ex 'target remote 127.0.0.1:{PORT}' -ex continue EMULATOR\n"
+        f"  gdb -ex 'target remote 127.0.0.1:{PORT}' -ex continue {{qemu}}\n"
+        f"In a pod, first: kubectl port-forward pod/POD {PORT}:{PORT}\n"
         "Continue within libvirt's monitor timeout (about 30 s) or the start fails."
     ),
     apt_package="gdbserver",

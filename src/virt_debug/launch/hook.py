@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
-"""KubeVirt ``onDefineDomain`` hook: point the domain's emulator at the virt-debug wrapper.
+"""KubeVirt ``onDefineDomain`` hook: point the domain's emulator at our wrapper.
 
-This module is itself the standalone hook script. The sidecar-shim image it runs in has
-python3.9 and nothing else, so it uses the Python 3.9 standard library only and nothing
-from the rest of virt-debug. ``virt_debug.launch.hook_script()`` returns this source with
-the wrapper's path written into ``EMULATOR``.
+This module is itself the standalone hook script. The sidecar-shim image it runs in
+has python3.9 and nothing else, so it uses the Python 3.9 standard library only and
+nothing from the rest of virt-debug. ``virt_debug.launch.hook_script()`` returns this
+source with the wrapper's path written into ``EMULATOR``.
 
 The shim calls it as ``onDefineDomain --vmi <VMI JSON> --domain <domain XML>`` and takes
 standard output as the new domain XML. Only the text of ``<devices><emulator>`` changes;
 the rest is copied byte for byte from the input (namespaces, ``qemu:commandline``,
-attribute order and quoting, comments, CRLF line ends, backslashes, ``*``, ``?``), so
-expat checks the XML and its byte offsets tell where to splice the original text. The
-first call of a start has no ``<emulator>`` at all (KubeVirt leaves it to libvirt); later
-calls carry the one libvirt filled in. Running the hook on its own output changes
-nothing. On malformed input it prints one line on standard error, nothing on standard
-output, and exits 1, which fails the definition instead of starting an unwrapped VM.
+attribute order and quoting, comments, CRLF line ends, backslashes, ``*``, ``?``),
+so expat checks the XML and its byte offsets tell where to splice the original text.
+The first call of a start has no ``<emulator>`` at all (KubeVirt leaves it to
+libvirt); later calls carry the one libvirt filled in. Running the hook on its own
+output changes nothing. On malformed input it prints one line on standard error,
+nothing on standard output, and exits 1, which fails the definition instead of
+starting an unwrapped VM.
 """
 
 import sys
@@ -47,7 +48,7 @@ def _end_of_tag(data, start):
             quote = char
         elif char == b">":
             return index + 1
-    raise HookError("unterminated tag at byte %d" % start)
+    raise HookError(f"unterminated tag at byte {start}")
 
 
 class _Scan:
@@ -97,7 +98,7 @@ class _Scan:
         try:
             self.parser.Parse(self.data, True)
         except expat.ExpatError as e:
-            raise HookError("domain XML is not well-formed: %s" % e) from e
+            raise HookError(f"domain XML is not well-formed: {e}") from e
         return self
 
 
@@ -130,13 +131,13 @@ def set_emulator(domain_xml, emulator):
     data = domain_xml.encode("utf-8", "surrogateescape")
     scan = _Scan(data).run()
     if scan.root != "domain":
-        raise HookError("the XML root is <%s>, expected <domain>" % scan.root)
+        raise HookError(f"the XML root is <{scan.root}>, expected <domain>")
     if not scan.devices:
         raise HookError("the domain has no <devices> element")
     if len(scan.devices) > 1:
-        raise HookError("the domain has %d <devices> elements" % len(scan.devices))
+        raise HookError(f"the domain has {len(scan.devices)} <devices> elements")
     if len(scan.emulators) > 1:
-        raise HookError("<devices> has %d <emulator> elements" % len(scan.emulators))
+        raise HookError(f"<devices> has {len(scan.emulators)} <emulator> elements")
 
     text = _escape_text(emulator).encode("utf-8", "surrogateescape")
     if scan.emulators:
@@ -150,7 +151,9 @@ def set_emulator(domain_xml, emulator):
     else:
         devices_start, devices_end = scan.devices[0]
         element = b"<emulator>" + text + b"</emulator>"
-        start, stop, new = _emulator_insertion(data, devices_start, devices_end, element)
+        start, stop, new = _emulator_insertion(
+            data, devices_start, devices_end, element
+        )
     return (data[:start] + new + data[stop:]).decode("utf-8", "surrogateescape")
 
 
@@ -190,7 +193,8 @@ def main(argv=None):
             raise HookError("missing --domain <domain XML>; " + USAGE)
         result = set_emulator(domain, EMULATOR)
     except HookError as e:
-        sys.stderr.write("onDefineDomain: error: %s\n" % " ".join(str(e).split()))
+        message = " ".join(str(e).split())
+        sys.stderr.write(f"onDefineDomain: error: {message}\n")
         return 1
 
     # Bytes, so the XML reaches the shim exactly as built whatever the locale.

@@ -21,7 +21,17 @@ from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
 from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
 from virt_debug.trace.monitor import MonitorLog, MonitorMessage
 from virt_debug.trace.noise import expected_reason
-from virt_debug.trace.redact import Redactor, is_secret_path
+from virt_debug.trace.redact import WATCHED, Redactor, is_secret_path
+from virt_debug.trace.results import (
+    Ended,
+    FailureGroup,
+    FileStat,
+    Lane,
+    Mark,
+    SecretRead,
+    SyscallStat,
+    ThreadInfo,
+)
 from virt_debug.trace.strings import first_literal, plain_path, str_array, unescape
 from virt_debug.trace.track import Tracker
 
@@ -40,103 +50,10 @@ MAX_LANES = 256
 _OPENS = frozenset({"open", "openat", "openat2", "creat"})
 _EXITS = frozenset({"exit_group", "exit"})
 _READS = frozenset({"read", "pread64", "readv", "preadv", "preadv2"})
+_WRITES = frozenset({"write", "writev"})
+_EXECVES = frozenset({"execve", "execveat"})
+_REDACTOR_CALLS = WATCHED
 MAX_SECRET_READS = 50
-
-
-@dataclass
-class FailureGroup:
-    """Failed calls with the same syscall, errno and path."""
-
-    syscall: str
-    errno: str
-    path: str | None
-    request: str | None  # ioctl request, when the call was an ioctl
-    errmsg: str | None
-    count: int = 0
-    first_time: float | None = None
-    first_tid: int = 0
-    first_thread: str | None = None
-    expected: str | None = None  # why it is expected noise, None when it may matter
-    examples: list[Evidence] = field(default_factory=list)
-
-
-@dataclass
-class Ended:
-    """How QEMU (or the first process, when no QEMU ran) ended."""
-
-    pid: int | None
-    program: str | None
-    how: str  # "exited", "killed", "running" (the trace ends before it does)
-    code: int | None = None
-    signal: str | None = None
-    core_dumped: bool = False
-    time: float | None = None
-    tid: int | None = None  # the thread that ended it
-    thread: str | None = None
-    evidence: Evidence | None = None  # the "+++ ... +++" line
-    last_calls: list[Evidence] = field(default_factory=list)
-
-
-@dataclass
-class ThreadInfo:
-    tid: int
-    tgid: int
-    parent: int | None
-    name: str | None
-    is_thread: bool
-    first_time: float | None
-    last_time: float | None
-    calls: int
-    ended: str | None
-    execs: list[str]
-
-
-@dataclass
-class SyscallStat:
-    name: str
-    calls: int = 0
-    errors: int = 0
-    seconds: float | None = None  # total -T time, None without -T
-
-
-@dataclass
-class FileStat:
-    path: str
-    ok: int = 0
-    failed: int = 0
-
-
-@dataclass
-class Mark:
-    """A point on a thread's timeline: a failure, signal, exec or exit."""
-
-    time: float | None
-    kind: str  # "failure", "signal", "exec", "exit"
-    label: str
-    line: int
-
-
-@dataclass
-class Lane:
-    """One thread's timeline: its calls (first and last ones when capped), marks."""
-
-    tid: int
-    name: str | None
-    calls: list[tuple[float | None, float | None, str, str | None, int]]
-    marks: list[Mark]
-    omitted: int = 0  # calls left out between the first and the last ones
-
-
-@dataclass
-class SecretRead:
-    """A read of a guest secret file (libvirt's master key, a secret object's file)."""
-
-    path: str
-    time: float | None
-    tid: int
-    line: int
-    size: int
-    content: str | None  # only with redaction off
 
 
 @dataclass
@@ -176,9 +93,10 @@ class Analysis:
 
 
 class _LaneState:
-    __slots__ = ("head", "tail", "omitted", "marks", "last")
+    __slots__ = ("head", "tail", "omitted", "marks", "last", "kept")
 
-    def __init__(self) -> None:
+    def __init__(self, kept: bool = True) -> None:
+        self.kept = kept  # whether its calls go on the timeline (MAX_LANES)
         self.head: list = []
         self.tail: deque = deque(maxlen=TIMELINE_TAIL)
         self.omitted = 0
@@ -207,7 +125,7 @@ class _Pass:
         self.stderr = StderrLog()
         self.groups: dict[tuple, FailureGroup] = {}
         self.groups_dropped = 0
-        self.stats: dict[str, SyscallStat] = {}
+        self.stats: dict[str, list] = {}  # name -> [calls, errors, seconds]
         self.files: dict[str, FileStat] = {}
         self.files_dropped = 0
         self.lanes: dict[int, _LaneState] = {}
@@ -258,6 +176,8 @@ class _Pass:
             self.end = time
 
     def _syscall(self, call: Syscall) -> None:
+        # The hot path: runs for every call of traces with millions of them, so
+        # it does set lookups first and only calls out for the calls that matter.
         self.calls += 1
         time = call.time
         if time is not None:
@@ -265,31 +185,27 @@ class _Pass:
                 self.start = time
             self.end = time
         pid = call.pid
-        tgid = self._tgid(pid)
-
-        # Before the redactor rewrites the call: the monitor log needs the bytes
-        # (it redacts whole messages itself).
-        self.monitor.feed(call, tgid)
-        if call.name in _READS and call.fd_path is not None and call.retval:
-            if is_secret_path(call.fd_path, self.redactor.secret_files):
-                self._secret_read(call)
-        self.redactor.feed(call)
-
         name = call.name
+        thread = self.tracker.threads.get(pid)
+        tgid = thread.tgid if thread is not None else pid
+
+        if name in _REDACTOR_CALLS:
+            self._io(call, tgid)
+
         stat = self.stats.get(name)
         if stat is None:
-            stat = self.stats[name] = SyscallStat(name)
-        stat.calls += 1
-        if call.duration is not None:
-            self.durations = True
-            stat.seconds = (stat.seconds or 0.0) + call.duration
+            stat = self.stats[name] = [0, 0, 0.0]
+        stat[0] += 1
+        duration = call.duration
+        if duration is not None:
+            stat[2] += duration
 
         lane = self.lanes.get(pid)
         if lane is None:
-            lane = self.lanes[pid] = _LaneState()
+            lane = self.lanes[pid] = _LaneState(len(self.lanes) < MAX_LANES)
         lane.last.append(call)
-        if len(self.lanes) <= MAX_LANES:
-            entry = (time, call.duration, name, call.errno, call.line_no)
+        if lane.kept:
+            entry = (time, duration, name, call.errno, call.line_no)
             if len(lane.head) < TIMELINE_HEAD:
                 lane.head.append(entry)
             else:
@@ -297,21 +213,35 @@ class _Pass:
                     lane.omitted += 1
                 lane.tail.append(entry)
 
+        if call.errno is not None:
+            stat[1] += 1
+            self._failure(call, lane)
         if name in _OPENS and call.path is not None:
             self._file(call.path, call.errno is None)
-        if call.errno is not None:
-            stat.errors += 1
-            self._failure(call, lane)
 
         if tgid == self.qemu_tgid:
             if call.retval is not None:  # not a call cut short by the end
                 self.last_tid = pid
             if name in _EXITS:
                 self.exit_tid = pid
-            elif call.args[:2] in ("2,", "2<") and name in ("write", "writev"):
+            elif name in _WRITES and call.args[:2] in ("2,", "2<"):
                 self.stderr.add(call)
-        if name in ("execve", "execveat") and call.retval == 0:
+        if name in _EXECVES and call.retval == 0:
             self._exec(call, lane)
+
+    def _io(self, call: Syscall, tgid: int) -> None:
+        """Secret files, redaction and the monitor log, for the calls that move data."""
+        fd_path = call.fd_path
+        # The secret read is recorded before the redactor rewrites the call.
+        if call.name in _READS and fd_path and fd_path[0] == "/" and call.retval:
+            if is_secret_path(fd_path, self.redactor.secret_files):
+                self._secret_read(call)
+        redactor = self.redactor
+        redactor.last_payload = None
+        redactor.feed(call)
+        # The monitor log gets the bytes the redactor decoded before hiding them.
+        done = redactor.last_payload
+        self.monitor.feed(call, tgid, done[1] if done and done[0] is call else None)
 
     def _failure(self, call: Syscall, lane: _LaneState) -> None:
         path = call.path or call.fd_path

@@ -10,11 +10,9 @@ from virt_debug.trace.analysis import (
     TIMELINE_HEAD,
     TIMELINE_TAIL,
     Analysis,
-    Ended,
-    Lane,
-    ThreadInfo,
 )
 from virt_debug.trace.evidence import Evidence, evidence_of
+from virt_debug.trace.results import Ended, Lane, SyscallStat, ThreadInfo
 from virt_debug.trace.strings import REDACTED
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
         syscalls_total=run.calls,
         start_time=run.start,
         end_time=run.end,
-        has_durations=run.durations,
+        has_durations=any(stat[2] for stat in run.stats.values()),
         qemu_pid=run.qemu_tgid,
         qemu_argv=list(run.qemu_argv),
         qemu_stderr=run.stderr.text,
@@ -77,7 +75,12 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
                 execs=list(thread.execs),
             )
         )
-    result.syscalls = sorted(run.stats.values(), key=lambda s: (-s.calls, s.name))
+    has = result.has_durations
+    stats = [
+        SyscallStat(name, calls, errors, seconds if has else None)
+        for name, (calls, errors, seconds) in run.stats.items()
+    ]
+    result.syscalls = sorted(stats, key=lambda s: (-s.calls, s.name))
     result.files = sorted(run.files.values(), key=lambda f: (-f.failed, -f.ok, f.path))
     for tid, lane in run.lanes.items():
         thread = tracker.threads.get(tid)

@@ -1,241 +1,218 @@
 """The per-file half of the reader: one strace output file's lines to events.
 
-``FileReader.events`` is the hot loop of ``virt-debug analyze``: one compiled regex
-for the line prefix (pid, time, ``-n`` number, ``-i`` pointer), then ``str`` methods
-for the body. Anything unusual leaves the fast path for careful scanning in
-``trace.syntax``; anything unreadable becomes an ``Unparsed`` event.
+``FileReader.events`` is the hot loop of ``virt-debug analyze``: the common line, a
+complete call, is read inline with ``str`` methods; every other line goes to the
+careful readers of ``trace.records``; anything unreadable becomes an ``Unparsed``
+event.
 """
 
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 from virt_debug.trace import syntax
-from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
-
-# pid column ("1234 ", "1234<comm> ") or a stderr capture's "[pid  1234] ", then the
-# timestamp (time of day, epoch, -r delta with or without fraction), "[ 257] " for -n,
-# "[00007f...] " for -i. Every part is optional.
-_PREFIX = re.compile(
-    r"(?:\[pid +(\d+)(?:<([^>]*)>)?\] +|(\d{1,7})(?:<([^>]*)>)? +)?"
-    r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}|(?<= )\d+(?= ))? *"
-    r"(?:\[ *\d+\] +)?(?:\[[0-9a-fA-F?]+\] +)?"
+from virt_debug.trace.model import Event, Exit, Syscall, Unparsed
+from virt_debug.trace.records import (
+    ANSI,
+    ATTACH,
+    NO_RESULT,
+    PREFIX,
+    PROCESS_NOTE_END,
+    TIMESTAMP,
+    RecordReader,
 )
-_TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_RESUMED = re.compile(r"<\.\.\. ?([\w?]+) resumed> ?")
-_EXITED = re.compile(r"\+\+\+ exited with (-?\d+) \+\+\+")
-_KILLED = re.compile(r"\+\+\+ killed by (\w+)( \(core dumped\))? \+\+\+")
-_SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid (\d+) \+\+\+")
-_PERSONALITY = re.compile(r"\[ Process PID=(\d+) runs in (.+) mode\. \]")
-_PROCESS_NOTE = re.compile(r"strace: Process (\d+) (attached|detached)")
-_PROCESS_NOTE_END = re.compile(r"strace: Process \d+ (attached|detached)\s*$")
-_UNFINISHED = " <unfinished ...>"
-_ATTACH = "strace: Process "
-_HALF_DAY = 43200.0
-_NO_RESULT = "call without a readable result"
 
 
-class FileReader:
+class FileReader(RecordReader):
     """Reads one file; ``stats`` counts how each line was used (see ``ReadStats``)."""
 
-    def __init__(self, source: str, pid: int, day_base: Callable[[float], float]):
-        from virt_debug.trace.parse import ReadStats
-
-        self.source = source
-        self.default_pid = pid
-        self.stats = ReadStats(files=1)
-        self._day_base = day_base
-        self._base: float | None = None  # local midnight of the current day (-t/-tt)
-        self._last_tod = 0.0
-        self._hm = ""
-        self._hm_secs = 0.0
-        self._relative: bool | None = None  # -r deltas (True) or epoch seconds
-        self._rel_sum = 0.0
-        self._pending: dict[int, Syscall] = {}
-        self._extra: list[Event] = []  # events a line produced before its own
-        self._ready: list[Event] = []  # events to hand out now
-        self._held: Syscall | None = None  # the last call, until no frame can follow
-        self._tail: list[Event] = []  # exit lines printed after the held call
-        self._carry: tuple[int, str, bool] | None = None  # (line, head, counted)
-
-    def events(self, lines: Iterable[str]) -> Iterator[Event]:
+    def events(self, lines: Iterable[str], handle: IO | None = None) -> Iterator[Event]:
         """Events of ``lines``; each held back until no ``-k`` frame can follow it.
 
         The common line, a complete call (``PID TIME name(args) = result <T>``, each
         part but the call optional), is read inline with ``str`` methods: this loop
         is most of the time ``analyze`` takes. Everything else goes to ``_slow``.
+        ``handle``, when given, is closed at the end.
         """
-        ready = self._ready
-        source = self.source
-        default_pid = self.default_pid
-        fast_records = 0
-        pid_text = ""
-        pid = default_pid
-        minute = ""  # "HH:MM:" of the last time of day, and its epoch seconds
-        minute_base = 0.0
-        line_no = 0
-        for line_no, line in enumerate(lines, 1):
-            line = line.rstrip("\r\n")
+        try:
+            ready = self._ready
+            source = self.source
+            default_pid = self.default_pid
+            fast_records = 0
+            pid_text = ""
+            pid = default_pid
+            minute = ""  # "HH:MM:" of the last time of day, and its epoch seconds
+            minute_base = 0.0
+            line_no = 0
+            for line_no, line in enumerate(lines, 1):
+                line = line.rstrip("\r\n")
 
-            # Layout: an optional pid column, an optional timestamp, the body.
-            head, _, rest = line.partition(" ")
-            if head.isdigit() and len(head) <= 7 and head.isascii():
-                if head != pid_text:
-                    pid_text = head
-                    pid = int(head)
-                this_pid = pid
-                rest = rest.lstrip(" ")
-            else:
-                this_pid = default_pid
-                rest = line
-            if "0" <= rest[:1] <= "9":
-                ts, _, body = rest.partition(" ")
-            else:
-                ts = None
-                body = rest
-
-            # The body: "name(args) = result", or its halves "name(args <unfinished
-            # ...>" and "<... name resumed>args) = result"; the arguments end at the
-            # last " = " that follows a ")" and comes before a result.
-            if body[:4] == "<...":
-                end = body.find(" resumed>")
-                name = body[4:end].lstrip(" ")
-                text = body[end + 9 :]
-                if text[:1] == " ":
-                    text = text[1:]
-                resumed = True
-            else:
-                end = body.find("(")
-                name = body[:end]
-                text = body[end + 1 :]
-                resumed = False
-            if (
-                end <= 0
-                or self._carry is not None
-                or not name.isidentifier()
-                or "\x1b" in line
-                or text[:13] == "<unavailable>"
-            ):
-                self._slow(line, line_no)
-                if ready:
-                    yield from ready
-                    ready.clear()
-                continue
-
-            try:
-                if ts is None:
-                    time = None
-                elif ts[:6] == minute:
-                    time = minute_base + float(ts[6:])
-                elif _TIMESTAMP.fullmatch(ts) is None:
-                    raise ValueError(ts)
+                # Layout: an optional pid column, an optional timestamp, the body.
+                head, _, rest = line.partition(" ")
+                if head.isdigit() and len(head) <= 7 and head.isascii():
+                    if head != pid_text:
+                        pid_text = head
+                        pid = int(head)
+                    this_pid = pid
+                    rest = rest.lstrip(" ")
                 else:
-                    time = self._time(ts)
-                    if ts[2:3] == ":" and len(ts) > 6:
-                        minute = ts[:6]
-                        minute_base = time - float(ts[6:])
-            except ValueError:
-                self._slow(line, line_no)
-                if ready:
-                    yield from ready
-                    ready.clear()
-                continue
+                    this_pid = default_pid
+                    rest = line
+                if "0" <= rest[:1] <= "9":
+                    ts, _, body = rest.partition(" ")
+                else:
+                    ts = None
+                    body = rest
 
-            if text.endswith(" <unfinished ...>") and not resumed:
-                call = Syscall(source, line_no, this_pid, time, name, text[:-17], "",
-                               None, None, None)  # fmt: skip
-                self._start(call)
-                fast_records += 1
-                if self._extra:
-                    self._push(None)
-                    yield from ready
-                    ready.clear()
-                continue
-
-            cut = text.rfind(" = ")
-            close = cut - 1
-            if cut > 0 and text[close] != ")":
-                close = len(text[:cut].rstrip(" ")) - 1
-            result = text[cut + 3 :]
-            duration = None
-            if result[-1:] == ">":
-                k = result.rfind(" <")
-                if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
-                    try:
-                        duration = float(result[k + 2 : -1])
-                        result = result[:k]
-                    except ValueError:
-                        pass
-            if result.isdecimal():
-                retval = int(result)
-                errno = errmsg = injected = None
-                readable = True
-            else:
-                retval, errno, errmsg, injected = syntax.parse_result(result)
-                readable = retval is not None or result[:1] == "?"
-            if cut < 0 or close < 0 or text[close] != ")" or not readable:
-                self._slow(line, line_no)
-                if ready:
-                    yield from ready
-                    ready.clear()
-                continue
-            args = text[:close]
-            if args[-1:] == ">" and args.endswith("<unfinished ...>"):
-                args = args[:-16].removesuffix(" ")
-
-            if resumed:
-                call = self._finish(
-                    this_pid, name, args, result, retval, errno, errmsg, duration,
-                    injected, time, line_no, None,
-                )  # fmt: skip
-                if self._extra:
-                    self._push(call)
-                    yield from ready
-                    ready.clear()
+                # The body: "name(args) = result", or its halves "name(args <unfinished
+                # ...>" and "<... name resumed>args) = result"; the arguments end at the
+                # last " = " that follows a ")" and comes before a result.
+                if body[:4] == "<...":
+                    end = body.find(" resumed>")
+                    name = body[4:end].lstrip(" ")
+                    text = body[end + 9 :]
+                    if text[:1] == " ":
+                        text = text[1:]
+                    resumed = True
+                else:
+                    end = body.find("(")
+                    name = body[:end]
+                    text = body[end + 1 :]
+                    resumed = False
+                if (
+                    end <= 0
+                    or self._carry is not None
+                    or not name.isidentifier()
+                    or "\x1b" in line
+                    or text[:13] == "<unavailable>"
+                ):
+                    self._slow(line, line_no)
+                    if ready:
+                        yield from ready
+                        ready.clear()
                     continue
-            else:
-                call = Syscall(
-                    source, line_no, this_pid, time, name, args, result, retval,
-                    errno, errmsg, duration, injected,
-                )  # fmt: skip
-                fast_records += 1
 
-            held = self._held
-            self._held = call
-            if held is not None:
-                if self._tail:
-                    self._held = held
-                    self._push(call)
-                    yield from ready
-                    ready.clear()
+                try:
+                    if ts is None:
+                        time = None
+                    elif ts[:6] == minute:
+                        time = minute_base + float(ts[6:])
+                    elif TIMESTAMP.fullmatch(ts) is None:
+                        raise ValueError(ts)
+                    else:
+                        time = self._time(ts)
+                        if ts[2:3] == ":" and len(ts) > 6:
+                            minute = ts[:6]
+                            minute_base = time - float(ts[6:])
+                except ValueError:
+                    self._slow(line, line_no)
+                    if ready:
+                        yield from ready
+                        ready.clear()
+                    continue
+
+                if text.endswith(" <unfinished ...>") and not resumed:
+                    call = Syscall(
+                        source, line_no, this_pid, time, name, text[:-17], "", None,
+                        None, None,
+                    )  # fmt: skip
+                    self._start(call)
+                    fast_records += 1
+                    if self._extra:
+                        self._push(None)
+                        yield from ready
+                        ready.clear()
+                    continue
+
+                cut = text.rfind(" = ")
+                close = cut - 1
+                if cut > 0 and text[close] != ")":
+                    close = len(text[:cut].rstrip(" ")) - 1
+                result = text[cut + 3 :]
+                duration = None
+                if result[-1:] == ">":
+                    k = result.rfind(" <")
+                    if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
+                        try:
+                            duration = float(result[k + 2 : -1])
+                            result = result[:k]
+                        except ValueError:
+                            pass
+                retval: int | None
+                if result.isdecimal():
+                    retval = int(result)
+                    errno = errmsg = injected = None
+                    readable = True
                 else:
-                    yield held
+                    retval, errno, errmsg, injected = syntax.parse_result(result)
+                    readable = retval is not None or result[:1] == "?"
+                if cut < 0 or close < 0 or text[close] != ")" or not readable:
+                    self._slow(line, line_no)
+                    if ready:
+                        yield from ready
+                        ready.clear()
+                    continue
+                args = text[:close]
+                if args[-1:] == ">" and args.endswith("<unfinished ...>"):
+                    args = args[:-16].removesuffix(" ")
 
-        self.stats.records += fast_records
-        # A head cut by an attach note and never continued, then calls still waiting
-        # for their end (the trace was cut short or the thread vanished).
-        carry = self._carry
-        if carry is not None:
-            event = self._line(carry[1], carry[0], _PREFIX.match)
-            self._count_head(event, carry[2])
-            self._push(event)
-        for call in self._pending.values():
-            call.result = "<unfinished ...>"
-            self._push(call)
-        self._pending.clear()
-        self._push(None, last=True)
-        yield from ready
-        ready.clear()
-        self.stats.lines = line_no
+                if resumed:
+                    call = self._finish(
+                        this_pid, name, args, result, retval, errno, errmsg, duration,
+                        injected, time, line_no, None,
+                    )  # fmt: skip
+                    if self._extra:
+                        self._push(call)
+                        yield from ready
+                        ready.clear()
+                        continue
+                else:
+                    call = Syscall(
+                        source, line_no, this_pid, time, name, args, result, retval,
+                        errno, errmsg, duration, injected,
+                    )  # fmt: skip
+                    fast_records += 1
+
+                held = self._held
+                self._held = call
+                if held is not None:
+                    if self._tail:
+                        self._held = held
+                        self._push(call)
+                        yield from ready
+                        ready.clear()
+                    else:
+                        yield held
+
+            self.stats.records += fast_records
+            # A head cut by an attach note and never continued, then calls still waiting
+            # for their end (the trace was cut short or the thread vanished).
+            carry = self._carry
+            if carry is not None:
+                event = self._line(carry[1], carry[0], PREFIX.match)
+                self._count_head(event, carry[2])
+                self._push(event)
+            for call in self._pending.values():
+                call.result = "<unfinished ...>"
+                self._push(call)
+            self._pending.clear()
+            self._push(None, last=True)
+            yield from ready
+            ready.clear()
+            self.stats.lines = line_no
+        finally:
+            if handle is not None:
+                handle.close()
+        if self._total is not None:
+            self._total.add(self.stats)
 
     def _slow(self, line: str, line_no: int) -> None:
         """Every line the fast regex does not take: its events go to ``_ready``."""
         stats = self.stats
-        prefix = _PREFIX.match
+        prefix = PREFIX.match
         if line[-1:] == "\r":
             line = line.rstrip("\r")
         if "\x1b" in line:
-            line = _ANSI.sub("", line)
+            line = ANSI.sub("", line)
         if not line.strip(" \t\r"):
             stats.blank += 1
             return
@@ -271,8 +248,8 @@ class FileReader:
             self._push(event)
             return
 
-        cut = line.find(_ATTACH, 1)
-        if cut > 0 and _PROCESS_NOTE_END.match(line, cut):
+        cut = line.find(ATTACH, 1)
+        if cut > 0 and PROCESS_NOTE_END.match(line, cut):
             # "clone(...strace: Process 12 attached" then the rest of the call on
             # the next line: keep the head and join it to that line.
             note = self._line(line[cut:], line_no, prefix)
@@ -287,7 +264,7 @@ class FileReader:
             return
 
         event = self._line(line, line_no, prefix)
-        if type(event) is Unparsed and event.reason is _NO_RESULT:
+        if type(event) is Unparsed and event.reason is NO_RESULT:
             # In a stderr capture the tracee's own output can break a call's line
             # ("write(2, "\n", 1" newline ") = 1"): try the next line as its end.
             self._carry = (line_no, line, False)
@@ -318,264 +295,3 @@ class FileReader:
             self._held = event
         elif event is not None:
             self._ready.append(event)
-
-    def _count_head(self, event: Event | None, counted: bool) -> None:
-        """Count a line's head read alone; a line already counted as a record (its
-        attach note) whose head is unreadable counts as unparsed instead."""
-        if not counted:
-            self._count(event)
-        elif isinstance(event, Unparsed):
-            self.stats.records -= 1
-            self.stats.unparsed += 1
-
-    def _count(self, event: Event | None) -> None:
-        if event is None or not isinstance(event, Unparsed):
-            self.stats.records += 1
-        else:
-            self.stats.unparsed += 1
-
-    def _line(self, line: str, line_no: int, prefix) -> Event | None:
-        """The event of one line; None when it only opened an unfinished call."""
-        m = prefix(line)
-        spid, scomm, pid_s, comm, ts = m.groups()
-        body = line[m.end() :]
-        pid = int(pid_s or spid or self.default_pid)
-        comm = comm or scomm
-        time = self._time(ts) if ts is not None else None
-
-        paren = body.find("(")
-        name = body[:paren]
-        if paren > 0 and (name.isidentifier() or name == "????"):
-            return self._call(body, paren, name, line_no, pid, time, comm)
-        if body.startswith("<..."):
-            return self._resumed(body, line, line_no, pid, time, comm)
-        if body.startswith("--- "):
-            return self._signal(body, line, line_no, pid, time)
-        if body.startswith("+++ "):
-            return self._exit(body, line, line_no, pid, time)
-        return self._note(body, line, line_no, pid, time)
-
-    def _time(self, ts: str) -> float:
-        if ts[2:3] == ":":
-            hm = ts[:5]
-            if hm != self._hm:
-                self._hm = hm
-                self._hm_secs = int(ts[:2]) * 3600.0 + int(ts[3:5]) * 60.0
-            tod = self._hm_secs + float(ts[6:])
-            if self._base is None:
-                self._base = self._day_base(tod)
-            elif tod < self._last_tod - _HALF_DAY:
-                self._base += 86400.0
-            self._last_tod = tod
-            return self._base + tod
-
-        value = float(ts)
-        if self._relative is None:
-            self._relative = value < 1e8
-        if self._relative:
-            self._rel_sum += value
-            return self._rel_sum
-        return value
-
-    def _call(self, body, paren, name, line_no, pid, time, comm) -> Event | None:
-        rest = body[paren + 1 :]
-        if rest.endswith(_UNFINISHED):
-            call = Syscall(
-                self.source, line_no, pid, time, name, rest[: -len(_UNFINISHED)],
-                "", None, None, None, comm=comm,
-            )  # fmt: skip
-            self._start(call)
-            return None
-
-        done = _complete(rest)
-        if done is None:
-            return Unparsed(self.source, line_no, body, _NO_RESULT)
-        args, result, duration = done
-        retval, errno, errmsg, injected = syntax.parse_result(result)
-        return Syscall(
-            self.source, line_no, pid, time, name, args, result, retval, errno,
-            errmsg, duration, injected, False, comm,
-        )  # fmt: skip
-
-    def _resumed(self, body, line, line_no, pid, time, comm) -> Event:
-        m = _RESUMED.match(body)
-        if m is None:
-            return Unparsed(self.source, line_no, line, "unreadable resumed call")
-        name = m.group(1)
-        done = _complete("(" + body[m.end() :], skip_paren=True)
-
-        if done is None:
-            self._give_up(pid, name)
-            return Unparsed(self.source, line_no, line, "resumed call without a result")
-        args, result, duration = done
-        if args.startswith("<unavailable>"):
-            # "<... read resumed> <unavailable>) = ?": the thread went away in the call.
-            args = args[13:].lstrip()
-            result += " <unavailable>"
-        retval, errno, errmsg, injected = syntax.parse_result(result)
-        call = self._finish(
-            pid, name, args, result, retval, errno, errmsg, duration, injected, time,
-            line_no, comm,
-        )  # fmt: skip
-        self.stats.records -= 1  # _finish counted the line; _slow counts it again
-        return call
-
-    def _start(self, call: Syscall) -> None:
-        """Keep an unfinished call until its end; one left waiting is given up."""
-        old = self._pending.get(call.pid)
-        if old is not None:
-            old.result = "<unfinished ...>"
-            self._extra.append(old)
-        self._pending[call.pid] = call
-
-    def _finish(
-        self, pid, name, args, result, retval, errno, errmsg, duration, injected,
-        time, line_no, comm,
-    ) -> Syscall:  # fmt: skip
-        """The call a resumed end completes: its start joined, or on its own."""
-        call = self._pending.pop(pid, None)
-        if call is None and self._pending:
-            call = self._adopt(pid, name)
-        if call is not None and call.name != name:
-            call.result = "<unfinished ...>"
-            self._extra.append(call)
-            call = None
-        if call is None:
-            self.stats.records += 1
-            return Syscall(
-                self.source, line_no, pid, time, name, args, result, retval, errno,
-                errmsg, duration, injected, True, comm,
-            )  # fmt: skip
-        call.args += args
-        call.result = result
-        call.retval = retval
-        call.errno = errno
-        call.errmsg = errmsg
-        call.duration = duration
-        call.injected = injected
-        if comm:
-            call.comm = comm
-        self.stats.joined += 1
-        return call
-
-    def _give_up(self, pid: int, name: str) -> None:
-        """Give up the waiting start of ``name`` when its end cannot be read."""
-        call = self._pending.get(pid)
-        if call is not None and call.name == name:
-            del self._pending[pid]
-            call.result = "<unfinished ...>"
-            self._extra.append(call)
-
-    def _adopt(self, pid: int, name: str) -> Syscall | None:
-        """In a stderr capture the start and end of a call can differ in prefix.
-
-        A call begun while strace printed no pid prefix (one process traced) may end
-        with one, and the other way round: join them when the pairing is unique.
-        """
-        if pid:
-            call = self._pending.get(0)
-            if call is not None and call.name == name:
-                del self._pending[0]
-                call.pid = pid
-                return call
-            return None
-        same = [p for p, call in self._pending.items() if call.name == name]
-        return self._pending.pop(same[0]) if len(same) == 1 else None
-
-    def _signal(self, body, line, line_no, pid, time) -> Event:
-        inner = body[4:]
-        if inner.endswith(" ---"):
-            inner = inner[:-4]
-        sig, _, info = inner.partition(" ")
-        if sig == "stopped":
-            return Signal(
-                self.source, line_no, pid, time, info.rpartition(" ")[2], inner
-            )
-        if not sig.startswith("SIG") and not sig.isdigit():
-            return Unparsed(self.source, line_no, line, "unreadable signal line")
-        return Signal(self.source, line_no, pid, time, sig, info)
-
-    def _exit(self, body, line, line_no, pid, time) -> Event:
-        m = _EXITED.match(body)
-        if m is not None:
-            event: Event = Exit(self.source, line_no, pid, time, int(m.group(1)), None)
-        elif (m := _KILLED.match(body)) is not None:
-            event = Exit(
-                self.source, line_no, pid, time, None, m.group(1), bool(m.group(2))
-            )
-        elif (m := _SUPERSEDED.match(body)) is not None:
-            other = int(m.group(1))
-            text = body.strip("+ ")
-            event = Note(self.source, line_no, pid, time, "superseded", text, other)
-            # The exec'ing thread's call ends under the pid it takes over.
-            moved = self._pending.pop(other, None)
-            if moved is not None:
-                self._flush(pid)
-                self._pending[pid] = moved
-            return event
-        else:
-            return Unparsed(self.source, line_no, line, "unreadable exit line")
-        self._flush(pid)
-        return event
-
-    def _flush(self, pid: int) -> None:
-        call = self._pending.pop(pid, None)
-        if call is not None:
-            call.result = "<unfinished ...>"
-            self._extra.append(call)
-
-    def _note(self, body, line, line_no, pid, time) -> Event:
-        text = body[8:] if body.startswith("strace: ") else body
-        m = _PROCESS_NOTE.match(body)
-        if m is not None:
-            return Note(self.source, line_no, int(m.group(1)), time, m.group(2), body)
-        m = _PERSONALITY.match(text)
-        if m is not None:
-            return Note(
-                self.source, line_no, int(m.group(1)), time, "personality", text
-            )
-        if body.startswith("strace: "):
-            return Note(self.source, line_no, pid, time, "strace", text)
-        return Unparsed(self.source, line_no, line, "not a strace record")
-
-
-def _complete(
-    rest: str, skip_paren: bool = False
-) -> tuple[str, str, float | None] | None:
-    """(args, result, -T seconds) of the text after ``name(``, or None."""
-    duration = None
-    if rest.endswith(">"):
-        i = rest.rfind(" <")
-        if i >= 0 and "0" <= rest[i + 2 : i + 3] <= "9":
-            try:
-                duration = float(rest[i + 2 : -1])
-                rest = rest[:i]
-            except ValueError:
-                pass
-
-    # Fast path: the last " = " ends the arguments unless the result itself holds
-    # one (a decorated path with " = " in it); the result must then look like one.
-    j = rest.rfind(" = ")
-    if j > 0:
-        head = rest[:j].rstrip(" ")
-        result = rest[j + 3 :]
-        if head.endswith(")") and result[:1] in _RESULT_START:
-            args = head[1:-1] if skip_paren else head[:-1]
-            if args.endswith("<unfinished ...>"):
-                args = args[:-16].removesuffix(" ")
-            return args, result, duration
-
-    text = rest if skip_paren else "(" + rest
-    close = syntax.matching_paren(text, 0)
-    if close < 0:
-        return None
-    after = text[close + 1 :].lstrip(" ")
-    if not after.startswith("= "):
-        return None
-    args = text[1:close]
-    if args.endswith("<unfinished ...>"):
-        args = args[:-16].removesuffix(" ")
-    return args, after[2:], duration
-
-
-_RESULT_START = frozenset("-0123456789?")

@@ -49,7 +49,8 @@ class MonitorLog:
         self.dropped = 0
         self._open: dict[tuple[int, int, bool], tuple[bytearray, Syscall]] = {}
 
-    def feed(self, call: Syscall, tgid: int) -> None:
+    def feed(self, call: Syscall, tgid: int, data: bytes | None = None) -> None:
+        """Add what ``call`` moved (``data``: its bytes, when already decoded)."""
         name = call.name
         inbound = name in _IN
         if not inbound and name not in _OUT:
@@ -59,7 +60,8 @@ class MonitorLog:
             return
         if call.retval is None or call.retval <= 0:
             return
-        data = payload(name, call.args)
+        if data is None:
+            data = payload(name, call.args)
         if not data:
             return
         num = syntax.leading_int(call.args)

@@ -1,15 +1,17 @@
 """Streaming reader of strace output: lines in, ``model`` events out.
 
 Memory stays constant whatever the trace size: files are read line by line, ``-ff``
-sets are merged by time with ``heapq.merge`` over one generator per file, and the only
-state kept is one pending ``<unfinished ...>`` call per thread.
+sets are merged by time with ``heapq.merge`` over one generator per file, and the
+state kept is one pending ``<unfinished ...>`` call per thread (plus, for a stderr
+capture whose first lines carry no pid, at most 20,000 events until the pid is known).
 
 Which files are traces: a file named explicitly always is. In a directory (walked
 recursively) a file is a trace when its name matches ``strace.log*``, ``*.strace``,
-or ``<prefix>.<pid>`` (an ``-ff`` set, ``trace.1234`` included); ``argv``, ``status``,
-``wrapper.log`` and the like are skipped. Files of one ``<prefix>.<pid>`` set (and
-``strace.log`` with its ``strace.log.<pid>`` siblings) are merged in time order; other
-traces follow one another.
+or ``<prefix>.<pid>`` (an ``-ff`` set, ``trace.1234`` included) and it is text (a
+``core.1234`` dump is not); ``argv``, ``status``, ``wrapper.log`` and the like are
+skipped. Files of one ``<prefix>.<pid>`` set (and ``strace.log`` with its
+``strace.log.<pid>`` siblings) are merged in time order; other traces follow one
+another. A ``.gz`` file is read through gzip.
 
 Times (``Syscall.time`` and friends) are floats comparable across the files of a set:
 
@@ -28,17 +30,19 @@ reason; no line is dropped (see ``ReadStats`` for the accounting).
 
 import gzip
 import heapq
+import itertools
 import logging
+import operator
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from virt_debug.errors import TraceInputError
 from virt_debug.trace.lines import FileReader
-from virt_debug.trace.model import Event, Exit, Note, Syscall
+from virt_debug.trace.model import Event, Exit, Note, Syscall, Unparsed
+from virt_debug.trace.records import ReadStats
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +51,6 @@ _TRACE_NAME = re.compile(r"^(strace\.log.*|.*\.strace|.+\.\d+)$")
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
 _HOLD = 20000
 _NOT_TRACES = {"argv", "status", "wrapper.log", "probes.log"}
-
-
-@dataclass
-class ReadStats:
-    """How every line of the input was accounted for.
-
-    ``lines == blank + records + joined + frames + unparsed`` always holds: a line is
-    blank, starts an event, is joined into an event that started earlier (a
-    ``resumed`` end, the rest of a line cut by ``strace: Process N attached``), is a
-    ``-k`` stack frame of the call before it, or is reported as ``Unparsed``.
-    """
-
-    files: int = 0
-    lines: int = 0
-    blank: int = 0
-    records: int = 0
-    joined: int = 0
-    frames: int = 0
-    unparsed: int = 0
-
-    def add(self, other: "ReadStats") -> None:
-        for name in ("files", "lines", "blank", "records", "joined", "frames"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.unparsed += other.unparsed
 
 
 def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
@@ -89,7 +69,7 @@ def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = [p for p in _walk(path) if is_trace_name(p.name)]
+            found = [p for p in _walk(path) if is_trace_name(p.name) and _is_text(p)]
             if not found:
                 raise TraceInputError(
                     f"no strace output found in {path}",
@@ -117,17 +97,24 @@ def is_trace_name(name: str) -> bool:
 def iter_events(
     paths: Sequence[Path | str], *, stats: ReadStats | None = None
 ) -> Iterator[Event]:
-    """Every event of the traces at ``paths`` (files or directories), streamed."""
-    for group in trace_files(paths):
-        if len(group) == 1:
-            yield from _file_events(group[0], stats)
-            continue
+    """Every event of the traces at ``paths`` (files or directories), streamed.
 
-        # A -ff set: one generator per file, merged on time; events without a time
-        # keep their place after the last timed event of their file.
-        streams = [_keyed(_file_events(path, stats), n) for n, path in enumerate(group)]
-        for _key, _n, _seq, event in heapq.merge(*streams):
-            yield event
+    Missing inputs raise ``TraceInputError`` at once. The iterator is built from
+    C-level pieces (``chain``, ``map``) around one generator per file: each event
+    passes through as few Python frames as possible.
+    """
+    groups = trace_files(paths)
+    return itertools.chain.from_iterable(_group_events(g, stats) for g in groups)
+
+
+def _group_events(group: list[Path], stats: ReadStats | None) -> Iterator[Event]:
+    if len(group) == 1:
+        return _file_events(group[0], stats)
+
+    # A -ff set: one generator per file, merged on time; events without a time
+    # keep their place after the last timed event of their file.
+    streams = [_keyed(_file_events(path, stats), n) for n, path in enumerate(group)]
+    return map(operator.itemgetter(3), heapq.merge(*streams))
 
 
 def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
@@ -145,13 +132,14 @@ def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
     children: set[int] = set()
     for event in events:
         pid = getattr(event, "pid", None)
+        current: Event | None = event
         if pid is None or pid == 0:
             if type(event) is Syscall and event.name in _FORKS and event.retval:
                 children.add(event.retval)
             held.append(event)
             if len(held) <= _HOLD:
                 continue
-            first, event = 0, None
+            first, current = 0, None
         elif pid in children or (type(event) is Note and event.kind == "attached"):
             # A child of the first process, or a -p attach before any bare line.
             if not any(getattr(e, "pid", None) == 0 for e in held):
@@ -164,11 +152,11 @@ def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
             first = pid
 
         for early in held:
-            if first and getattr(early, "pid", None) == 0:
+            if first and not isinstance(early, Unparsed) and early.pid == 0:
                 early.pid = first
             yield early
-        if event is not None:
-            yield event
+        if current is not None:
+            yield current
         if not held:
             # Every line has a pid column (strace -f -o FILE): nothing to resolve.
             yield from events
@@ -182,7 +170,7 @@ def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
     live: set[int] = {first} if first else set()
     for event in events:
         pid = getattr(event, "pid", None)
-        if pid == 0 and first:
+        if pid == 0 and first and not isinstance(event, Unparsed):
             event.pid = next(iter(live)) if len(live) == 1 else first
         elif pid:
             if type(event) is Exit:
@@ -211,12 +199,21 @@ def _file_events(path: Path, stats: ReadStats | None) -> Iterator[Event]:
             f"cannot read {path}: {e.strerror}", "check the file's permissions"
         ) from e
 
-    with handle:
-        reader = FileReader(str(path), pid, _day_base(path))
-        events = reader.events(handle)
-        yield from events if pid else _resolve_unprefixed(events)
-    if stats is not None:
-        stats.add(reader.stats)
+    reader = FileReader(str(path), pid, _day_base(path), total=stats)
+    if pid:
+        return reader.events(handle, handle)
+
+    # Only a file whose lines start without a pid needs them resolved.
+    early = []
+    for line in handle:
+        early.append(line)
+        if line.strip():
+            break
+    head = early[-1].partition(" ")[0] if early else ""
+    events = reader.events(itertools.chain(early, handle), handle)
+    if head.isdecimal() and len(head) <= 7:
+        return events
+    return _resolve_unprefixed(events)
 
 
 def _open(path: Path):
@@ -245,6 +242,16 @@ def _day_base(path: Path):
         return datetime(day.year, day.month, day.day).timestamp()
 
     return base
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file found in a directory may be strace output (core.PID is not)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(512)
+    except OSError:
+        return True  # named like a trace: let the reader report why it cannot read it
+    return b"\0" not in start and not start.startswith(b"\x7fELF")
 
 
 def _set_name(name: str) -> str:

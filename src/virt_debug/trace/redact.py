@@ -32,6 +32,19 @@ _FILE_IO = frozenset(
 _STREAM_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
 _STREAM_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
 _EXECS = frozenset({"execve", "execveat"})
+WATCHED = _FILE_IO | _STREAM_IN | _STREAM_OUT | _EXECS | {"close"}
+# What a monitor can be connected through (-y decorations); an fd nothing is known
+# about counts too.
+STREAMS = (
+    "UNIX",
+    "TCP",
+    "UDP",
+    "socket:",
+    "pipe:",
+    "/dev/pts/",
+    "/dev/tty",
+    "/dev/ptmx",
+)
 _IOV = re.compile(r'iov_base=("(?:[^"\\]|\\.)*")')
 # key=value secrets in QEMU option strings, and JSON ones (escaped by strace: \").
 _ARGV_KV = re.compile(r"((?:^|[,\s\"])(?:data|password|passwd)=)((?:[^,\"\\]|\\.)+)")
@@ -126,10 +139,15 @@ class Redactor:
         self.calls = 0  # calls whose strings were hidden
         self._tgid_of = tgid_of or (lambda tid: tid)
         self._streams: dict[tuple[int, int, bool], _Stream] = {}
+        # The bytes of the last stream call, before hiding them: the monitor log
+        # reads them instead of decoding the call a second time.
+        self.last_payload: tuple[Syscall, bytes] | None = None
 
     def feed(self, call: Syscall) -> bool:
         """Hide the secret strings of ``call`` in place; True when it did."""
         name = call.name
+        if name not in WATCHED:
+            return False
         if name in _EXECS:
             return self._argv(call)
         if not self.enabled:
@@ -139,13 +157,13 @@ class Redactor:
             return False
 
         fd_path = call.fd_path
-        if fd_path is not None and name in _FILE_IO:
+        if fd_path and fd_path[0] == "/" and name in _FILE_IO:
             if is_secret_path(fd_path, self.secret_files):
                 if name.startswith(("read", "pread")) and call.retval:
                     self._learn_literals(call.args)
                 return self._hide(call)
-            if fd_path.startswith("/") and not fd_path.startswith("/dev/"):
-                return False  # a regular file: not a monitor stream
+        if fd_path is not None and not fd_path.startswith(STREAMS):
+            return False  # a file, an eventfd...: not a monitor connection
 
         inbound = name in _STREAM_IN
         if not inbound and name not in _STREAM_OUT:
@@ -153,6 +171,7 @@ class Redactor:
         if inbound and not (call.retval and call.retval > 0):
             return False
         data = payload(name, call.args)
+        self.last_payload = (call, data)
         if not data:
             return False
         num = syntax.leading_int(call.args)

@@ -27,7 +27,6 @@ _SIMPLE = {
     "?": 63,
 }
 _OCTAL = frozenset("01234567")
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 _DEVICE = re.compile(r"<(?:char|block) \d+:\d+>$")
@@ -38,39 +37,31 @@ def plain_path(path: str) -> str:
     return _DEVICE.sub("", path) if path.endswith(">") else path
 
 
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.S)
+
+
 def unescape(text: str) -> bytes:
     """The bytes a literal's inside stands for (``\\n``, ``\\x7f``, ``\\177`` ...)."""
     if "\\" not in text:
         return text.encode("utf-8", "surrogateescape")
 
+    # split() with a group alternates plain text and escape bodies.
+    parts = _ESCAPE.split(text)
     out = bytearray()
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c != "\\" or i + 1 >= n:
-            out += c.encode("utf-8", "surrogateescape")
-            i += 1
-            continue
-        nxt = text[i + 1]
-        if nxt == "x" and i + 2 < n and text[i + 2] in _HEX:
-            # \xHH: strace prints two digits, tolerate one
-            width = 2 if i + 3 < n and text[i + 3] in _HEX else 1
-            out.append(int(text[i + 2 : i + 2 + width], 16))
-            i += 2 + width
-        elif nxt in _OCTAL:
-            j = i + 1
-            while j < n and j < i + 4 and text[j] in _OCTAL:
-                j += 1
-            out.append(int(text[i + 1 : j], 8) & 0xFF)
-            i = j
+    for n, part in enumerate(parts):
+        if n % 2 == 0:
+            if part:
+                out += part.encode("utf-8", "surrogateescape")
+        elif part[0] == "x" and len(part) > 1:
+            out.append(int(part[1:], 16))
+        elif part[0] in _OCTAL:
+            out.append(int(part, 8) & 0xFF)
         else:
-            code = _SIMPLE.get(nxt)
-            if code is None:
-                out += nxt.encode("utf-8", "surrogateescape")
-            else:
+            code = _SIMPLE.get(part)
+            if code is not None:
                 out.append(code)
-            i += 2
+            else:
+                out += part.encode("utf-8", "surrogateescape")
     return bytes(out)
 
 

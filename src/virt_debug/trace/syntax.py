@@ -61,19 +61,11 @@ def fd_decoration(text: str, pos: int) -> tuple[str, int] | None:
 
 def leading_int(text: str) -> tuple[int, int] | None:
     """The decimal (or 0x hex) number at the start of ``text`` and where it ends."""
-    n = len(text)
-    i = 1 if text[:1] == "-" else 0
-    if text[i : i + 2] == "0x":
-        j = i + 2
-        while j < n and text[j] in "0123456789abcdefABCDEF":
-            j += 1
-        return (int(text[:j], 16), j) if j > i + 2 else None
-    j = i
-    while j < n and "0" <= text[j] <= "9":
-        j += 1
-    if j == i:
+    m = _NUMBER.match(text)
+    if m is None:
         return None
-    return int(text[:j]), j
+    number = m.group()
+    return int(number, 16) if "x" in number else int(number), m.end()
 
 
 def parse_result(
@@ -99,7 +91,7 @@ def parse_result(
         if num is None:
             return None, None, None, injected
         text = num.group()
-        retval = int(text, 16) if text[1:2] == "x" or text[2:3] == "x" else int(text)
+        retval = int(text, 16) if "x" in text else int(text)
         rest = result[num.end() :]
         if rest.startswith("<"):
             # The fd's decoration runs to the last ">" of the result text: errno

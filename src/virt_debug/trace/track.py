@@ -14,55 +14,8 @@ and is linked to its parent, and merged into its process, when the result arrive
 
 from dataclasses import dataclass, field
 
-from virt_debug.trace import syntax
+from virt_debug.trace import calls, syntax
 from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall
-
-_FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
-_OPENS = frozenset({"open", "openat", "openat2", "creat", "open_by_handle_at"})
-_DUPS = frozenset({"dup", "dup2", "dup3"})
-_PAIRS = frozenset({"pipe", "pipe2", "socketpair"})
-_ANON = {
-    "eventfd": "anon_inode:[eventfd]",
-    "eventfd2": "anon_inode:[eventfd]",
-    "epoll_create": "anon_inode:[eventpoll]",
-    "epoll_create1": "anon_inode:[eventpoll]",
-    "timerfd_create": "anon_inode:[timerfd]",
-    "signalfd": "anon_inode:[signalfd]",
-    "signalfd4": "anon_inode:[signalfd]",
-    "inotify_init": "anon_inode:inotify",
-    "inotify_init1": "anon_inode:inotify",
-    "fanotify_init": "anon_inode:[fanotify]",
-    "userfaultfd": "anon_inode:[userfaultfd]",
-    "perf_event_open": "anon_inode:[perf_event]",
-    "bpf": "anon_inode:bpf",
-    "io_uring_setup": "anon_inode:[io_uring]",
-    "pidfd_open": "anon_inode:[pidfd]",
-    "fsopen": "anon_inode:[fscontext]",
-    "socket": "socket",
-    "accept": "socket",
-    "accept4": "socket",
-}
-# Calls whose first argument is not an fd although it may look like one.
-_NO_FD_FIRST = frozenset(
-    {
-        "kill", "tkill", "tgkill", "wait4", "waitid", "waitpid", "exit", "exit_group",
-        "brk", "prctl", "arch_prctl", "setpgid", "getpgid", "getsid", "setuid",
-        "setgid", "setresuid", "setresgid", "setfsuid", "setfsgid", "sched_setaffinity",
-        "sched_getaffinity", "sched_setscheduler", "sched_getscheduler",
-        "sched_setparam", "sched_getparam", "sched_setattr", "sched_getattr",
-        "getpriority", "setpriority", "ioprio_get", "ioprio_set", "prlimit64",
-        "setrlimit", "getrlimit", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "ptrace",
-        "pidfd_open", "process_vm_readv", "process_vm_writev", "rt_sigaction",
-        "rt_sigprocmask", "alarm", "umask", "personality", "socket", "socketpair",
-        "clone", "clone3", "set_tid_address", "futex", "madvise", "mprotect", "munmap",
-        "mlock", "munlock", "mlockall", "sysinfo", "capget", "capset", "getrandom",
-        "close_range", "epoll_create", "epoll_create1", "eventfd", "eventfd2", "mmap",
-        "timerfd_create", "memfd_create", "getcpu", "get_mempolicy", "set_mempolicy",
-        "mbind", "membarrier", "rseq", "seccomp", "sched_yield", "nanosleep",
-        "clock_nanosleep", "clock_gettime", "clock_getres", "clock_settime", "ioperm",
-        "iopl", "uname", "getitimer", "setitimer", "times", "sysfs", "syslog",
-    }
-)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -109,7 +62,9 @@ class Tracker:
         self.first_pid: int | None = None
         self._fds: dict[int, dict[int, str]] = {}  # tgid -> fd -> path
         self._cloexec: dict[int, set[int]] = {}  # tgid -> fds closed on execve
-        self._decorations: dict[str, str] = {}  # "12<anon_inode:[eventfd]>" -> path
+        # fd text -> (its last decoration as printed, (fd, the path in it))
+        self._decorations: dict[str, tuple[str, tuple[int, str]]] = {}
+        self._handlers = dict(_HANDLERS)
 
     def feed(self, event: Event) -> Event:
         """Annotate ``event`` (a Syscall gets path/fd_path) and update the state."""
@@ -176,41 +131,45 @@ class Tracker:
         args = call.args
 
         # Which fd the call acts on: "-y" shows it, else look it up.
-        if "0" <= args[:1] <= "9" and name not in _NO_FD_FIRST:
+        if "0" <= args[:1] <= "9" and name not in calls.NO_FD_FIRST:
             first = args.partition(",")[0]
             if first.isdecimal():
+                call.fd = fd = int(first)
                 table = self._fds.get(thread.tgid)
                 if table:
-                    call.fd_path = table.get(int(first))
-            elif first[-1:] == ">" and first in self._decorations:
-                call.fd_path = self._decorations[first]
+                    call.fd_path = table.get(fd)
             else:
-                call.fd_path = self._first_fd(thread, args, first)
+                # Decorations repeat call after call: remember the last per fd.
+                seen = self._decorations.get(first[: first.find("<")])
+                if seen is not None and args.startswith(seen[0]):
+                    call.fd, call.fd_path = seen[1]
+                else:
+                    self._first_fd(thread, call)
 
-        if name in _PATH_CALLS and '"' in args:
+        if name in calls.PATH_CALLS and '"' in args:
             call.path = syntax.first_quoted(args)
 
-        handler = _HANDLERS.get(name)
+        handler = self._handlers.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
 
-    def _first_fd(self, thread: Thread, args: str, first: str) -> str | None:
+    def _first_fd(self, thread: Thread, call: Syscall) -> None:
+        args = call.args
         num = syntax.leading_int(args)
         if num is None:
-            return None
-        fd, end = num
+            return
+        call.fd, end = num
         if args[end : end + 1] != "<":
             table = self._fds.get(thread.tgid)
-            return table.get(fd) if table else None
+            call.fd_path = table.get(call.fd) if table else None
+            return
         found = syntax.fd_decoration(args, end)
         if found is None:
-            return None
-        if first[-1:] == ">" and found[1] == len(first):
-            # Decorations repeat (the same fd, call after call): remember them.
-            if len(self._decorations) > 4096:
-                self._decorations.clear()
-            self._decorations[first] = found[0]
-        return found[0]
+            return
+        call.fd_path = found[0]
+        if len(self._decorations) > 4096:
+            self._decorations.clear()
+        self._decorations[args[:end]] = (args[: found[1]], (call.fd, found[0]))
 
     # -- fd table --------------------------------------------------------------
 
@@ -232,16 +191,19 @@ class Tracker:
     def _on_open(self, thread: Thread, call: Syscall) -> None:
         if call.retval is None or call.retval < 0:
             return
-        path = _result_decoration(call.result) or call.path
+        path = calls.result_decoration(call.result) or call.path
         if path is None:
             return
         if not path.startswith("/"):
             base = call.fd_path
-            if base is None and args_start_cwd(call.args):
-                base = _dirfd_decoration(call.args)
+            if base is None and calls.starts_at_cwd(call.args):
+                base = calls.dirfd_decoration(call.args)
             if base:
                 path = base.rstrip("/") + "/" + path
         self._set_fd(thread, call.retval, path, "CLOEXEC" in call.args)
+        if path.endswith("/comm"):
+            # Thread names written to /proc/.../comm: only now watch writes.
+            self._handlers.update(_COMM_WRITES)
 
     def _on_close(self, thread: Thread, call: Syscall) -> None:
         num = syntax.leading_int(call.args)
@@ -266,7 +228,7 @@ class Tracker:
     def _on_dup(self, thread: Thread, call: Syscall) -> None:
         if call.retval is None or call.retval < 0:
             return
-        path = call.fd_path or _result_decoration(call.result)
+        path = call.fd_path or calls.result_decoration(call.result)
         if path is None:
             num = syntax.leading_int(call.args)
             path = self._table(thread).get(num[0]) if num else None
@@ -293,12 +255,12 @@ class Tracker:
     def _on_new_fd(self, thread: Thread, call: Syscall) -> None:
         if call.retval is None or call.retval < 0:
             return
-        path = _result_decoration(call.result)
+        path = calls.result_decoration(call.result)
         if path is None:
             if call.name == "memfd_create":
                 path = f"/memfd:{call.path or ''}"
             else:
-                path = _ANON.get(call.name, call.name)
+                path = calls.ANON_FDS.get(call.name, call.name)
                 if call.name == "socket":
                     path = f"socket:[{syntax.split_args(call.args, 1)[0]}]"
         self._set_fd(thread, call.retval, path, "CLOEXEC" in call.args)
@@ -395,61 +357,15 @@ class Tracker:
         if fd_path.endswith("/comm") and call.retval and call.retval > 0:
             name = syntax.first_quoted(call.args)
             if name is not None:
-                target = _comm_target(fd_path, thread.tid)
+                target = calls.comm_target(fd_path, thread.tid)
                 self._thread(target, None).comm = name.removesuffix("\\n")
 
 
-def args_start_cwd(args: str) -> bool:
-    return args.startswith("AT_FDCWD<") or args.startswith("-100<")
-
-
-def _dirfd_decoration(args: str) -> str | None:
-    start = args.find("<")
-    found = syntax.decoration_at(args, start) if start >= 0 else None
-    return found[0] if found else None
-
-
-def _result_decoration(result: str) -> str | None:
-    num = syntax.leading_int(result)
-    if num is None or result[num[1] : num[1] + 1] != "<":
-        return None
-    close = result.rfind(">")
-    if close <= num[1]:
-        return None
-    path = result[num[1] + 1 : close]
-    return path + " (deleted)" if result.startswith("(deleted)", close + 1) else path
-
-
-def _comm_target(path: str, tid: int) -> int:
-    parts = path.split("/")
-    if "task" in parts:
-        after = parts[parts.index("task") + 1 :]
-        if after and after[0].isdecimal():
-            return int(after[0])
-    return tid
-
-
-# Calls whose first quoted argument is a path (or a UNIX socket's sun_path).
-_PATH_CALLS = frozenset(
-    {
-        "open", "openat", "openat2", "creat", "stat", "lstat", "stat64", "lstat64",
-        "newfstatat", "fstatat64", "statx", "access", "faccessat", "faccessat2",
-        "execve", "execveat", "readlink", "readlinkat", "unlink", "unlinkat", "mkdir",
-        "mkdirat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
-        "symlink", "symlinkat", "chmod", "fchmodat", "chown", "lchown", "fchownat",
-        "truncate", "chdir", "chroot", "mknod", "mknodat", "utimensat", "utime",
-        "utimes", "futimesat", "mount", "umount2", "statfs", "getxattr", "lgetxattr",
-        "setxattr", "lsetxattr", "listxattr", "llistxattr", "removexattr",
-        "lremovexattr", "inotify_add_watch", "swapon", "swapoff", "pivot_root",
-        "name_to_handle_at", "open_tree", "connect", "bind", "uselib", "acct",
-        "memfd_create", "fanotify_mark", "quotactl", "mount_setattr", "fspick",
-    }
-)  # fmt: skip
-_HANDLERS = {name: Tracker._on_open for name in _OPENS}
-_HANDLERS.update({name: Tracker._on_dup for name in _DUPS})
-_HANDLERS.update({name: Tracker._on_new_fd for name in _ANON})
-_HANDLERS.update({name: Tracker._on_pair for name in _PAIRS})
-_HANDLERS.update({name: Tracker._on_fork for name in _FORKS})
+_HANDLERS = {name: Tracker._on_open for name in calls.OPENS}
+_HANDLERS.update({name: Tracker._on_dup for name in calls.DUPS})
+_HANDLERS.update({name: Tracker._on_new_fd for name in calls.ANON_FDS})
+_HANDLERS.update({name: Tracker._on_pair for name in calls.PAIRS})
+_HANDLERS.update({name: Tracker._on_fork for name in calls.FORKS})
 _HANDLERS.update(
     {
         "memfd_create": Tracker._on_new_fd,
@@ -461,7 +377,6 @@ _HANDLERS.update(
         "execve": Tracker._on_exec,
         "execveat": Tracker._on_exec,
         "prctl": Tracker._on_comm,
-        "write": Tracker._on_comm,
-        "pwrite64": Tracker._on_comm,
     }
 )
+_COMM_WRITES = {"write": Tracker._on_comm, "pwrite64": Tracker._on_comm}

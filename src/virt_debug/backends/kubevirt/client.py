@@ -167,7 +167,7 @@ class Kube:
                 ApiException(
                     status=response.status,
                     reason=response.reason,
-                    body=response.data.decode("utf-8", "replace"),
+                    body=(response.data or b"").decode("utf-8", "replace"),
                 ),
                 method,
                 path,

@@ -180,7 +180,7 @@ class Session:
 
     def _bring_up(self, changes: Changes, pre: checks.Preflight) -> str:
         if not changes.dry_run:
-            self.known_events = power.event_names(self.kube, self.namespace)
+            self.known_events = power.event_names(self.kube, self.namespace, self.vm)
         if changes.record.kind == "VirtualMachineInstance":
             return ((pre.vmi or {}).get("metadata") or {}).get("uid", "")
         return power.bring_up(changes, pre)
@@ -341,17 +341,18 @@ class Session:
             changes.forget()
         return [], dest
 
-    def fetch(self, output: Path | None = None, *, every_run: bool = False) -> Path:
+    def fetch(
+        self, output: Path | None = None, *, every_run: bool = False
+    ) -> tuple[list[Planned], Path]:
+        """Copy the traces here: this run's if one is recorded, else every run's."""
         changes = self._changes(resume=True)
+        changes.persist = changes.saved
         record = changes.record
-        source = (
-            record.layout.outputs
-            if every_run or not changes.saved
-            else (record.layout.output)
-        )
+        ongoing = changes.saved and not every_run
+        source = record.layout.output if ongoing else record.layout.outputs
         dest = output or default_output(self.vm)
         self._fetch(changes, source, dest)
-        return dest
+        return changes.plan(), dest
 
     def _fetch(self, changes: Changes, source: str, dest: Path) -> None:
         record = changes.record
@@ -365,6 +366,8 @@ class Session:
         )
         self.report(f"fetching {source} into {dest}")
         with volume.Helper(changes, image, node=node, poll=self.options.poll) as helper:
+            if changes.dry_run:
+                return
             summary = volume.fetch(changes, self.pod_exec, helper, source, dest)
         self.report(f"fetched {summary.files} files, {summary.bytes} bytes")
 

@@ -162,15 +162,21 @@ def follow(
         time.sleep(poll)
 
 
-def event_names(kube: Kube, namespace: str) -> set[str]:
-    """The events there are now, to tell the new ones apart later."""
-    return {e["metadata"]["name"] for e in kube.list(api.core(namespace, "events"))}
+def _vm_events(name: str) -> str:
+    return f"involvedObject.kind=VirtualMachine,involvedObject.name={name}"
+
+
+def event_names(kube: Kube, namespace: str, vm: str) -> set[str]:
+    """The VM's events there are now, to tell the new ones apart later."""
+    events = kube.list(api.core(namespace, "events"), field_selector=_vm_events(vm))
+    return {e["metadata"]["name"] for e in events}
 
 
 def _refusal(kube: Kube, namespace: str, name: str, known: set[str]) -> str:
     # The VM controller reports a VMI it could not create (admission refused it)
     # as an event on the VM; without it we would wait for the whole timeout.
-    for event in kube.list(api.core(namespace, "events")):
+    events = kube.list(api.core(namespace, "events"), field_selector=_vm_events(name))
+    for event in events:
         involved = event.get("involvedObject") or {}
         if (
             event["metadata"]["name"] not in known
@@ -231,7 +237,14 @@ def explain(
     names = {
         ((obj or {}).get("metadata") or {}).get("name") for obj in (vmi, pod) if obj
     }
-    for event in kube.list(api.core(namespace, "events")):
+    events = [
+        event
+        for name in sorted(n for n in names if n)
+        for event in kube.list(
+            api.core(namespace, "events"), field_selector=f"involvedObject.name={name}"
+        )
+    ]
+    for event in events:
         involved = event.get("involvedObject") or {}
         if involved.get("name") in names and event.get("type") == "Warning":
             lines.append(

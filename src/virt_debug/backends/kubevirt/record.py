@@ -110,6 +110,9 @@ class Changes:
         self.planned: list[Planned] = []
         self.record_manifest: dict[str, Any] | None = None
         self.saved = False
+        # False for a command that only reads (fetch with no run going on): its
+        # short-lived helper is not worth a record on the cluster.
+        self.persist = True
 
     def plan(self) -> list[Planned]:
         """What a dry-run would have done, the record ConfigMap first."""
@@ -122,6 +125,8 @@ class Changes:
 
     def save(self) -> None:
         """Write the record to its ConfigMap (create on first use)."""
+        if not self.persist:
+            return
         name = self.record.names.record_configmap
         cm = record_configmap(
             name, self.namespace, self.record.vm, self.record.to_json()

@@ -7,6 +7,7 @@ and the record stays on the cluster (for ``detach``) until every step succeeded.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -53,11 +54,11 @@ def undo(
     if restart_back and record.power:
         step("put the VM's power state back", lambda: power.put_back(changes, report))
     for name in record.created_names("Pod"):
-        step(f"delete pod {name}", lambda name=name: changes.delete("Pod", name))
+        step(f"delete pod {name}", functools.partial(changes.delete, "Pod", name))
     for name in record.created_names("ConfigMap"):
         step(
             f"delete ConfigMap {name}",
-            lambda name=name: changes.delete("ConfigMap", name),
+            functools.partial(changes.delete, "ConfigMap", name),
         )
     if record.gate_before is not None:
         step(
@@ -73,7 +74,7 @@ def undo(
         for name in record.created_names("PersistentVolumeClaim"):
             step(
                 f"delete PVC {name}",
-                lambda name=name: changes.delete("PersistentVolumeClaim", name),
+                functools.partial(changes.delete, "PersistentVolumeClaim", name),
             )
 
     if failures:

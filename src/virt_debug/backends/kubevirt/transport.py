@@ -19,7 +19,7 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -65,30 +65,7 @@ class KubeExec:
         self.poll = poll
 
     def run(self, pod, namespace, container, argv, *, stdin=None, stdout=None):
-        from kubernetes import client as k8s
-        from kubernetes.stream import stream
-
-        core = k8s.CoreV1Api(self.kube.api_client)
-        try:
-            ws = stream(
-                core.connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                container=container,
-                command=list(argv),
-                stdin=stdin is not None,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-                binary=True,
-            )
-        except Exception as e:
-            raise KubernetesError(
-                f"cannot exec in pod {namespace}/{pod}: {e}",
-                hint="exec needs the pods/exec permission and a running container",
-            ) from e
-
+        ws = self._connect(pod, namespace, container, argv, stdin is not None)
         out = bytearray()
         err = bytearray()
 
@@ -101,7 +78,7 @@ class KubeExec:
                 err.extend(ws.read_stderr())
 
         try:
-            for chunk in stdin or ():
+            for chunk in _frames(stdin or ()):
                 drain()
                 ws.write_stdin(chunk)
             if stdin is not None:
@@ -116,6 +93,43 @@ class KubeExec:
             code if code is not None else 1, err.decode(errors="replace"), bytes(out)
         )
 
+    def _connect(self, pod, namespace, container, argv, with_stdin: bool):
+        # The websocket client of kubernetes.stream, called directly: the generated
+        # CoreV1Api costs seconds to import, and its wrapper would keep a copy of all
+        # the output in memory (capture_all).
+        from kubernetes.stream import ws_client
+
+        client = self.kube.api_client
+        query = [("command", a) for a in argv] + [
+            ("container", container),
+            ("stdin", "true" if with_stdin else "false"),
+            ("stdout", "true"),
+            ("stderr", "true"),
+            ("tty", "false"),
+        ]
+        _, url, headers, _, _ = client.param_serialize(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods/{pod}/exec",
+            query_params=query,
+            header_params={},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            return ws_client.websocket_call(
+                client.configuration,
+                "GET",
+                url,
+                headers=headers,
+                _preload_content=False,
+                capture_all=False,
+                binary=True,
+            )
+        except Exception as e:
+            raise KubernetesError(
+                f"cannot exec in pod {namespace}/{pod}: {e}",
+                hint="exec needs the pods/exec permission and a running container",
+            ) from e
+
     @staticmethod
     def _end_stdin(ws) -> None:
         if ws.subprotocol == V5_PROTOCOL:
@@ -126,6 +140,19 @@ class KubeExec:
         # could wait forever: zeros after it complete the last read, and the reader
         # stops at the archive's end marker without needing end-of-file.
         ws.write_stdin(b"\0" * V4_PADDING)
+
+
+def _frames(chunks: Iterable[bytes], size: int = 1 << 18) -> Iterator[bytes]:
+    """Chunks joined into frames of ``size`` bytes: one frame costs a round of
+    masking and a syscall, and a gzip stream yields many tiny or empty chunks."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) >= size:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
 
 
 V5_PROTOCOL = "v5.channel.k8s.io"

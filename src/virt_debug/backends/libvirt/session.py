@@ -158,6 +158,8 @@ def run(
     output.mkdir(parents=True, exist_ok=True)
     emulator = domain.real_emulator(conn, target, options.qemu)
     result = RunResult(target.name, output, emulator)
+    # An output directory used before keeps its launches; ours are the new ones.
+    earlier = set(collect.launch_dirs(output))
 
     with StopRequest() as stop:
         stop.on_repeat = lambda: progress.phase(
@@ -167,7 +169,7 @@ def run(
             _traced_start(conn, target, options, progress, watch, stop, result)
         finally:
             progress.phase("collecting", "restoring the domain definition")
-            _finish(conn, target, result)
+            _finish(conn, target, result, earlier)
 
         if stop.requested and result.ended_by != "interrupted":
             # Ctrl-C before tracing began: nothing to explain, everything undone.
@@ -224,7 +226,7 @@ def _without_secrets(xml: str) -> str:
     return re.sub(r"""(passwd|password)=(['"]).*?\2""", r"\1=\2***\2", xml)
 
 
-def _finish(conn, target: domain.Target, result: RunResult) -> None:
+def _finish(conn, target: domain.Target, result: RunResult, earlier: set[Path]) -> None:
     """Stop the guest, gather the outputs, restore the definition (always)."""
     import libvirt
 
@@ -236,7 +238,9 @@ def _finish(conn, target: domain.Target, result: RunResult) -> None:
         if dom is not None:
             _stop_guest(dom)
 
-        result.launches = collect.launch_dirs(result.output)
+        result.launches = [
+            p for p in collect.launch_dirs(result.output) if p not in earlier
+        ]
         collect.wait_for_status(result.launches)
         if result.qemu_log is not None:
             dest = result.output / collect.QEMU_LOG_NAME

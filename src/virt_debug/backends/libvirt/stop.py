@@ -9,7 +9,9 @@ between its steps, ends tracing early, and always finishes restoring.
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,8 @@ class StopRequest:
         self._event = threading.Event()
         self.count = 0
         self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
-        self.on_repeat = None
+        self._previous: dict[int, Any] = {}
+        self.on_repeat: Callable[[], None] | None = None
 
     @property
     def requested(self) -> bool:

@@ -13,8 +13,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from virt_debug.trace.analysis import Analysis, FailureGroup
+from virt_debug.trace.analysis import Analysis
 from virt_debug.trace.evidence import Evidence
+from virt_debug.trace.results import FailureGroup
 
 TOP = 15
 MONITOR_LAST = 10
