@@ -211,6 +211,9 @@ def main() -> None:
         "--parser-lines", type=int, default=20000, help="strace-parser slice"
     )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    ap.add_argument(
+        "--only", action="append", choices=list(CONTENDERS), help="run just these"
+    )
     ap.add_argument("--run", nargs=2, metavar=("NAME", "FILE"), help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -234,7 +237,7 @@ def main() -> None:
                                text=True).stdout.split()[0])  # fmt: skip
     print(f"trace: {trace} ({size_mb:.0f} MiB, {lines:,} lines)\n")
     rows = []
-    for name in CONTENDERS:
+    for name in args.only or CONTENDERS:
         result = measure(name, trace, args.parser_lines)
         if result is not None:
             rows.append((name, result.get("lines", lines), result))

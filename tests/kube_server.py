@@ -82,7 +82,32 @@ class ExecEmulator(kmock.KubernetesEmulator):
         upgrade = (raw.headers.get("Upgrade") or "").lower() if raw else ""
         if request.subresource == "exec" and upgrade == "websocket":
             return await self._serve_exec(request)
+        self._check_resource_version(request)
         return await super()._handle(request)
+
+    def _check_resource_version(self, request: kmock.Request) -> None:
+        # Optimistic concurrency as the API server does it: a patch that names a
+        # resourceVersion must name the current one, and each patch bumps it.
+        if request.method.value != "PATCH" or not isinstance(request.data, dict):
+            return
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        for hook in self.before_patch:
+            hook(request)
+        stored = self.objects[key].get("metadata", {}).get("resourceVersion")
+        sent = (request.data.get("metadata") or {}).get("resourceVersion")
+        if sent is not None and stored is not None and sent != stored:
+            raise kmock.KubernetesError(
+                status=409,
+                reason="Conflict",
+                message="the object has been modified; please apply your changes "
+                "to the latest version and try again",
+            )
+        if stored is not None:
+            request.data.setdefault("metadata", {})["resourceVersion"] = str(
+                int(stored) + 1
+            )
 
     async def _serve_exec(self, request: kmock.Request):
         raw = request._raw_request
@@ -178,6 +203,7 @@ class KubeServer:
         mock = ExecEmulator()
         mock.exec_volumes = self.exec_volumes
         mock.exec_calls = []
+        mock.before_patch = []
         mock.exec_protocols = ("v5.channel.k8s.io", "v4.channel.k8s.io")
         # The helper commands travel in the exec URL (about 8 KiB); kube-apiserver
         # takes up to 1 MiB of request line and headers, aiohttp only 8 KiB by default.

@@ -97,8 +97,15 @@ class FakeKubeVirt:
             mock["put", SUBRESOURCES, kmock.subresource(action)] << self._handler(
                 action
             )
+        mock["get", kmock.resource(PODS), kmock.subresource("log")] << self._log
+        # Container logs by (pod, container), as virt-launcher writes them.
+        self.logs: dict[tuple[str, str], str] = {}
         server.put(KUBEVIRT, "kubevirt", cr)
         server.ticks.append(self.tick)
+
+    def _log(self, request: kmock.Request) -> bytes:
+        container = request.params.get("container", "")
+        return self.logs.get((request.name, container), "").encode()
 
     @property
     def objects(self):
@@ -238,8 +245,32 @@ class FakeKubeVirt:
                     }
                 )
                 self._event(vmi.raw, "SyncFailed", problem)
+                self._launcher_log(vmi.raw, problem)
             else:
                 vmi.patch({"status": {"phase": "Running"}})
+
+    def _launcher_log(self, vmi: dict, problem: str) -> None:
+        uid = vmi["metadata"]["uid"]
+        for (_, _ns, name), pod in list(self.objects.items()):
+            labels = (
+                pod.get("metadata", {}).get("labels", {}) if not pod.deleted else {}
+            )
+            if labels.get("kubevirt.io/created-by") == uid:
+                entries = [
+                    {
+                        "component": "virt-launcher",
+                        "level": "info",
+                        "msg": "Domain defined.",
+                    },
+                    {
+                        "component": "virt-launcher",
+                        "level": "error",
+                        "msg": "Failed to start VirtualMachineInstance with flags 0.",
+                        "reason": f"virError(Code=1, Domain=10, Message='{problem}')",
+                    },
+                ]
+                text = "".join(json.dumps(e) + "\n" for e in entries)
+                self.logs[(name, "compute")] = text
 
     def _launcher_pod(self, vmi: dict) -> None:
         meta = vmi["metadata"]

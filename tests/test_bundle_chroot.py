@@ -9,7 +9,11 @@ QEMU launch under the bundled strace; the outputs come back through the fetch co
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +39,9 @@ LAUNCH_ARGS = [
     "-machine", "pc,accel=tcg",
     "-nodefaults", "-no-user-config", "-display", "none",
     "-smbios", "type=1,serial=with spaces",
-    "-S", "-qmp", "stdio",
+    "-chardev", "socket,id=charmonitor,path=/run/qmp/monitor.sock,server=on,wait=off",
+    "-mon", "chardev=charmonitor,id=monitor,mode=control",
+    "-S",
 ]  # fmt: skip
 
 pytestmark = [
@@ -68,6 +74,9 @@ def _qemu_root(root: Path) -> None:
     shutil.copy(QEMU, root / EMULATOR.lstrip("/"))
     for mountpoint in ("proc", "dev"):
         (root / mountpoint).mkdir()
+    # The launcher's private runtime directory, where libvirt puts the monitor.
+    (root / "run/qmp").mkdir(parents=True)
+    os.chown(root / "run/qmp", 107, 107)
 
 
 def _upload_tools(root: Path, work: Path, python: str) -> None:
@@ -109,6 +118,33 @@ def _find(exe: Path) -> int | None:
     return None
 
 
+def _connect(path: Path, process: subprocess.Popen) -> socket.socket:
+    """QEMU's monitor, once QEMU listens; its greeting read."""
+    deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"QEMU did not start: {process.stderr.read().decode()}")
+        time.sleep(0.05)
+    monitor = socket.socket(socket.AF_UNIX)
+    monitor.connect(str(path))
+    assert b'"QMP"' in monitor.recv(4096)
+    return monitor
+
+
+def _stop(process: subprocess.Popen, qemu: int | None) -> None:
+    # The wrapper forwards SIGTERM to QEMU; SIGKILL only if that did not do it.
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if qemu and Path(f"/proc/{qemu}").exists():
+        os.kill(qemu, signal.SIGKILL)
+
+
 def _parent(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
@@ -135,22 +171,14 @@ def launch(tmp_path_factory):
     argv += ["sh", str(root), f"{TOOLS}/wrapper", *LAUNCH_ARGS]
     env = {"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"}
     process = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
-    seen = {}
+    seen, pid = {}, None
     try:
-        greeting = process.stdout.readline()
-        if b'"QMP"' not in greeting:
-            process.wait(timeout=120)
-            pytest.fail(f"QEMU did not start: {process.stderr.read().decode()}")
+        monitor = _connect(root / "run/qmp/monitor.sock", process)
 
         # QEMU is paused and waiting for its monitor: look at it from outside.
-        qemu_exe = root / EMULATOR.lstrip("/")
-        pid = _find(qemu_exe)
+        pid = _find(root / EMULATOR.lstrip("/"))
         assert pid, "QEMU is not running under its own name"
         strace = _parent(pid)
         seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -158,22 +186,23 @@ def launch(tmp_path_factory):
         seen["strace_exe"] = os.readlink(f"/proc/{strace}/exe")
         seen["strace_maps"] = Path(f"/proc/{strace}/maps").read_text()
         seen["uid"] = Path(f"/proc/{pid}/status").read_text()
-        commands = [{"execute": "qmp_capabilities"}, {"execute": "quit"}]
-        process.stdin.write("".join(json.dumps(c) + "\n" for c in commands).encode())
-        process.stdin.close()
-        seen["rest"] = process.stdout.read().decode()
+
+        with monitor:
+            replies = monitor.makefile("rb")
+            for command in ("qmp_capabilities", "quit"):
+                monitor.sendall(json.dumps({"execute": command}).encode() + b"\n")
+            seen["rest"] = b"".join(replies).decode()
         seen["rc"] = process.wait(timeout=120)
         seen["stderr"] = process.stderr.read().decode()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _stop(process, pid)
     return root, seen
 
 
 def test_the_root_has_no_shell_and_no_coreutils_but_the_bundle(launch):
     root, _ = launch
     image = [p for p in root.rglob("*") if not p.is_relative_to(root / "var/run")]
+    image = [p for p in image if not p.is_relative_to(root / "run")]
     names = {path.name for path in image}
     assert not {"sh", "bash", "dash", "busybox", "mkdir", "date", "cat", "env"} & names
     assert not (root / "bin").exists() and not (root / "etc").exists()
@@ -245,25 +274,26 @@ def test_the_bundle_upload_works_as_uid_107_with_a_stock_python(tmp_path):
     python = "/usr/bin/python3"
     if not os.access(python, os.X_OK):
         pytest.skip(f"{python} is absent")
-    pvc = tmp_path / "pvc"
-    pvc.mkdir()
-    os.chown(pvc, 107, 107)
-    tmp_path.chmod(0o755)
     bundle = b.build_bundle(tmp_path / "bundle")
+    archive = b"".join(b.bundle_archive(bundle))
 
-    result = subprocess.run(
-        t.upload_command(str(pvc / "tools"), python=python),
-        input=b"".join(b.bundle_archive(bundle)),
-        capture_output=True,
-        user=107,
-        group=107,
-        extra_groups=[],
-        timeout=120,
-    )
+    # pytest's own temporary directories are closed to other users.
+    with tempfile.TemporaryDirectory(prefix="virt-debug-pvc-") as pvc:
+        os.chmod(pvc, 0o755)
+        os.chown(pvc, 107, 107)
+        result = subprocess.run(
+            t.upload_command(f"{pvc}/tools", python=python),
+            input=archive,
+            capture_output=True,
+            user=107,
+            group=107,
+            extra_groups=[],
+            timeout=120,
+        )
 
-    assert result.returncode == 0, result.stderr
-    assert (pvc / "tools" / "bin" / "strace").stat().st_uid == 107
-    run = subprocess.run(
-        [*b.debugger_argv(str(pvc / "tools")), "-V"], capture_output=True, env={}
-    )
-    assert run.returncode == 0
+        assert result.returncode == 0, result.stderr
+        assert Path(f"{pvc}/tools/bin/strace").stat().st_uid == 107
+        run = subprocess.run(
+            [*b.debugger_argv(f"{pvc}/tools"), "-V"], capture_output=True, env={}
+        )
+        assert run.returncode == 0

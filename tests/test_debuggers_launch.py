@@ -13,7 +13,7 @@ import pytest
 
 from virt_debug import debuggers
 from virt_debug.debuggers import LAUNCH_DIR
-from virt_debug.debuggers.gdbserver import PORT
+from virt_debug.debuggers.gdbserver import PORT, QUIET_SIGNALS
 from virt_debug.errors import UsageError
 from wrapper_harness import (
     QEMU,
@@ -101,6 +101,7 @@ def test_gdbserver_holds_qemu_until_gdb_continues(work):
     # QEMU sits at its first instruction: no monitor until gdb says continue.
     gdb = subprocess.Popen(
         ["gdb", "-batch", "-nx", "-ex", "set confirm off"]
+        + ["-ex", f"handle {QUIET_SIGNALS} nostop noprint pass"]
         + ["-ex", f"target remote 127.0.0.1:{PORT}", "-ex", "continue"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -142,6 +142,15 @@ def test_run_traces_the_next_start_and_restores_the_vm(cluster, tmp_path, transp
     assert any("domain defined" in line for line in cluster.lines)
 
 
+def test_detach_after_a_run_removes_the_pvc_on_request(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.session().run(tmp_path / "out")
+    assert cluster.server.names(PVCS, NS) == [CLAIM]
+    cluster.session(delete_pvc=True).detach()
+    assert cluster.server.names(PVCS, NS) == []
+    assert cluster.ours_left() == []
+
+
 def test_run_of_a_stopped_vm_starts_then_stops_it(cluster, tmp_path):
     cluster.add_vm(running=False)
     cluster.session(delete_pvc=True).run(tmp_path / "out")
@@ -162,6 +171,7 @@ def test_failed_start_is_explained_and_restored(cluster, tmp_path):
     text = "\n".join(cluster.lines)
     assert "could not open disk image" in text
     assert "SyncFailed" in text
+    assert "compute log: Failed to start VirtualMachineInstance with flags 0." in text
     assert list(dest.rglob("strace.log"))
     assert cluster.ours_left() == []
     assert json.loads(cluster.annotation())[0]["configMap"]["name"] == "my-config-map"
@@ -383,4 +393,34 @@ def test_fetch_without_a_run_leaves_nothing_behind(cluster, tmp_path):
     # Later, the traces of every run are still on the PVC.
     _, dest = cluster.session().fetch(tmp_path / "again")
     assert len(list(dest.rglob("argv"))) == 1
+    assert cluster.ours_left() == []
+
+
+def test_a_vm_changed_meanwhile_is_read_again_not_overwritten(cluster, tmp_path):
+    cluster.add_vm()
+    mock = cluster.server.kmock
+    bumped = []
+
+    def controller_updates_the_vm(request):
+        # Between our read and our patch, KubeVirt's controller writes the VM.
+        if request.resource == VM and not bumped:
+            vm = mock.objects[request.resource, request.namespace, request.name]
+            vm.patch({"metadata": {"resourceVersion": "41"}, "spec": {"x": 1}})
+            bumped.append(True)
+
+    cluster.server.call(mock.before_patch.append, controller_updates_the_vm)
+    cluster.session().run(tmp_path / "out")
+    assert bumped
+    # Attach: refused (409), read again, patched; restore: patched.
+    assert count_vm_patches(cluster) == 3
+    assert cluster.vm()["spec"]["x"] == 1
+    assert cluster.ours_left() == []
+    assert "virt-debug" not in cluster.annotation()
+
+
+def test_run_goes_on_from_a_setup(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.session().setup()
+    _, dest = cluster.session().run(tmp_path / "out")
+    assert list(dest.rglob("argv"))
     assert cluster.ours_left() == []

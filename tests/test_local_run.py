@@ -189,3 +189,31 @@ def test_invalid_xml_file_is_one_line_error_and_defines_nothing(local_libvirt):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.xml" in lines[0]
     assert local_libvirt.domain_names() == before
+
+
+def test_a_killed_run_is_undone_by_the_next_one(local_libvirt, guest_xml):
+    work = local_libvirt.workdir("killed")
+    name = local_libvirt.define(guest_xml(work / "guest", "vd-killed"))
+    before = local_libvirt.inactive_xml(name)
+
+    # SIGKILL cannot be caught: the definition keeps the wrapper as its emulator.
+    run = local_libvirt.start_virt_debug(
+        ["run", "strace", name, "--output", str(work / "first")], cwd=work
+    )
+    try:
+        wait_for(lambda: running(local_libvirt, name), 240, "the guest to run")
+    finally:
+        run.kill()
+        run.communicate(timeout=60)
+    assert local_libvirt.inactive_xml(name) != before
+    assert local_libvirt.virsh("destroy", name).returncode == 0
+
+    done = local_libvirt.virt_debug(
+        ["run", "strace", name, "--duration", "1s", "--output", str(work / "second")],
+        cwd=work,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "interrupted run" in done.stderr
+    assert local_libvirt.inactive_xml(name) == before
+    local_libvirt.undefine(name)

@@ -5,6 +5,7 @@ cuts, splices, stray attach notes, colour codes, CR, invalid UTF-8) writing well
 100,000 lines to files, and hypothesis building lines from strace's own pieces.
 """
 
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -213,3 +214,43 @@ def test_lines_built_from_strace_pieces(lines: list[str]) -> None:
     assert all(
         isinstance(e, Syscall | Unparsed) or e.line_no <= len(lines) for e in events
     )
+
+
+class CarefulReader(FileReader):
+    fast = False
+
+
+def _both_ways(lines: list[str]) -> tuple[list, list]:
+    """Events both ways, as dicts; times to the microsecond (the float sums differ)."""
+    out = []
+    for reader in (FileReader, CarefulReader):
+        events = []
+        for event in reader("x", 0, lambda tod: 0.0).events(lines):
+            fields = dataclasses.asdict(event) | {"type": type(event).__name__}
+            if fields.get("time") is not None:
+                fields["time"] = round(fields["time"], 6)
+            events.append(fields)
+        out.append(events)
+    return out[0], out[1]
+
+
+def test_fast_path_reads_the_corpus_as_the_careful_path_does() -> None:
+    for path in sorted(CORPUS.rglob("*.strace")) + sorted(CORPUS.glob("ff_*/*")):
+        lines = path.read_text(errors="backslashreplace").splitlines(keepends=True)
+
+        quick, careful = _both_ways(lines)
+
+        assert quick == careful, path.name
+
+
+def test_fast_path_agrees_on_mutated_lines() -> None:
+    rng = random.Random(99)
+    pool = corpus_lines()
+    data = b"".join(mutate(rng.choice(pool), rng, pool) for _ in range(20000))
+    lines = data.decode(errors="backslashreplace").splitlines(keepends=True)
+
+    quick, careful = _both_ways(lines)
+
+    assert len(quick) == len(careful)
+    for a, b in zip(quick, careful, strict=True):
+        assert a == b

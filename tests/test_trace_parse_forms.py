@@ -330,3 +330,17 @@ def test_a_directory_groups_sets_and_keeps_other_traces_apart(tmp_path: Path) ->
     ]
     found = [(e.pid, e.name) for e in iter_events([tmp_path])]
     assert found == [(1, "getpid"), (8, "gettid"), (7, "getpid")]
+
+
+def test_attach_by_pid_names_the_bare_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "strace: Process 77 attached\n"
+        'read(0, "q", 1) = 1\n'
+        "--- SIGTERM {si_signo=SIGTERM, si_code=SI_USER, si_pid=1, si_uid=0} ---\n"
+        "+++ killed by SIGTERM +++\n",
+    )
+
+    found = list(iter_events([path]))
+
+    assert [e.pid for e in found] == [77, 77, 77, 77]

@@ -174,3 +174,25 @@ def test_real_trace_monitor_message_shows_the_command_not_the_secret():
     assert a.secret_reads[0].path.endswith("master-key.aes")
     assert a.secret_reads[0].content is None and a.secret_reads[0].size == 32
     assert a.redacted and a.redacted_calls >= 15
+
+
+def test_argv_secrets_hidden_in_every_format(tmp_path):
+    path = tmp_path / "argv.strace"
+    path.write_text(
+        '100 10:00:00.000001 execve("/usr/bin/qemu-system-x86_64", '
+        '["qemu-system-x86_64", "-object", "secret,id=sec0,data=Pa55-argv-XYZ", '
+        '"-vnc", ":0,password=on", "-spice", "port=5900,password=Sp1ce-pw-XYZ"], '
+        "0x7ffd /* 3 vars */) = 0\n"
+        '100 10:00:00.000002 write(2, "qemu: bad option secret,id=sec0,data=Pa55-argv-'
+        'XYZ\\n", 48) = 48\n'
+        "100 10:00:00.000003 +++ exited with 1 +++\n"
+    )
+
+    a = analyze_paths([path])
+
+    assert "secret,id=sec0,data=<redacted>" in a.qemu_argv
+    for fmt in FORMATS:
+        out = render(a, fmt, verbose=True)
+        assert "Pa55-argv-XYZ" not in out and "Sp1ce-pw-XYZ" not in out, fmt
+    plain = render(analyze_paths([path], redact=False), "json")
+    assert "Pa55-argv-XYZ" in plain and "Sp1ce-pw-XYZ" in plain

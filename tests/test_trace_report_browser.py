@@ -88,3 +88,32 @@ def test_redacted_report_in_the_browser_shows_no_secret(browser, tmp_path):
     assert '"data": "<redacted>"' in page.locator("#monitor").inner_text()
     assert problems == []
     page.close()
+
+
+def test_trace_without_timestamps_and_capped_timeline(browser, tmp_path):
+    # Laid out by line number; one thread past the timeline cap.
+    trace = tmp_path / "plain.strace"
+    trace.write_text(
+        'execve("/usr/bin/qemu-system-x86_64", ["qemu-system-x86_64"], '
+        "0x7ffd /* 3 vars */) = 0\n"
+        + "".join(
+            f'openat(AT_FDCWD, "/x/{n % 5}", O_RDONLY) = -1 EACCES (Denied)\n'
+            for n in range(3000)
+        )
+        + "+++ exited with 1 +++\n"
+    )
+    page_file = tmp_path / "plain.html"
+    page_file.write_text(render(analyze_paths([trace]), "html"))
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#timeline[data-rendered]")
+
+    assert page.locator("#timeline svg rect.call").count() == 2000
+    assert page.locator("#timeline svg rect.call.failed").count() == 1999
+    assert "left out" in page.locator("#timeline svg").inner_html()
+    assert problems == []
+    page.close()

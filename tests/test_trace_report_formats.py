@@ -1,7 +1,12 @@
 """The four report formats and the ``analyze`` command, on real QEMU traces."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -194,17 +199,27 @@ def test_cli_empty_trace_is_an_input_error(tmp_path, capsys):
     assert "no strace records" in capsys.readouterr().err
 
 
-def test_cli_unreadable_trace(tmp_path, capsys):
-    if __import__("os").geteuid() == 0:
-        pytest.skip("root reads any file")
-    locked = tmp_path / "locked.strace"
-    locked.write_text("1 close(3) = 0\n")
-    locked.chmod(0)
+def test_cli_unreadable_trace():
+    # Root reads any file: run the command as the qemu user (uid 107) instead.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the command as another user")
+    work = Path(tempfile.mkdtemp(prefix="virt-debug-perm-"))
+    try:
+        work.chmod(0o755)
+        locked = work / "locked.strace"
+        locked.write_text("1 close(3) = 0\n")
+        locked.chmod(0)
+        result = subprocess.run(
+            ["setpriv", "--reuid", "107", "--regid", "107", "--clear-groups",
+             sys.executable, "-m", "virt_debug", "analyze", str(locked)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work)
 
-    with pytest.raises(SystemExit):
-        main(["analyze", str(locked)])
-
-    assert "permission denied" in capsys.readouterr().err
+    assert result.returncode == 5
+    assert result.stderr.startswith("virt-debug: error: ")
+    assert "Permission denied" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_help_teaches():

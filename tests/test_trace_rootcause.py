@@ -143,3 +143,16 @@ def test_caps_keep_memory_bounded_and_say_so(tmp_path):
     assert all(len(g.examples) <= 3 for g in a.failures)
     assert sum(g.count for g in a.failures) == 5000
     assert len(lane.marks) <= 301
+
+
+def test_many_short_processes_stay_bounded(tmp_path):
+    path = tmp_path / "busy.strace"
+    path.write_text(
+        "".join(f"{1000 + n} 10:00:00.{n:06d} close(3) = 0\n" for n in range(5000))
+    )
+
+    a = analyze_paths([path])
+
+    assert len(a.timeline) == 4096
+    assert any("not on the timeline" in note for note in a.notes)
+    assert a.syscalls_total == 5000

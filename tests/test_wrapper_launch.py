@@ -111,7 +111,7 @@ def test_real_launch_traces_every_thread_with_arguments_intact(shell, work):
     log = launch / "strace.log"
     assert len(trace_pids(log)) > 1, "only one thread traced"
     assert "execve(" in log.read_text()
-    assert "left out" in (launch / "wrapper.log").read_text()
+    assert "except (never recorded)" in (launch / "wrapper.log").read_text()
 
 
 @shells

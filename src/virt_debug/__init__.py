@@ -1,3 +1,3 @@
-"""virt-debug: run QEMU under a debugger where libvirt or KubeVirt starts it, and explain the result."""
+"""virt-debug: run QEMU under a debugger where libvirt or KubeVirt starts it."""
 
 __version__ = "0.1.0"

@@ -44,7 +44,9 @@ from virt_debug.trace.report import FORMATS, render
     help="Text report: also list the expected failures and every file opened.",
 )
 @click.option(
-    "--width", type=click.IntRange(40, 400), help="Text report width (default: terminal)."
+    "--width",
+    type=click.IntRange(40, 400),
+    help="Text report width (default: terminal).",
 )
 def analyze(
     traces: tuple[str, ...],

@@ -184,6 +184,18 @@ def _session(vm: str, kw: dict[str, Any], **options: Any):
     return Session(kube, pod_exec, vm, kube.namespace, opts, Display())
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the hook script) as literal blocks, readable in review."""
+
+
+def _block_strings(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _block_strings)
+
+
 def _print_plan(planned, fmt: str) -> None:
     docs = [p.manifest for p in planned if p.manifest is not None]
     notes = [f"{p.verb}: {p.note}" for p in planned if p.manifest is None and p.note]
@@ -192,9 +204,10 @@ def _print_plan(planned, fmt: str) -> None:
             json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2)
         )
     else:
-        click.echo(
-            yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False
+        text = yaml.dump_all(
+            docs, Dumper=_BlockDumper, sort_keys=False, explicit_start=True
         )
+        click.echo(text, nl=False)
     for note in notes:
         # Comments on stderr keep stdout a clean document, ready for kubectl apply.
         click.echo(f"# would {note}", err=True)

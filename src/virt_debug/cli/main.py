@@ -1,4 +1,4 @@
-"""The ``virt-debug`` command: the one place that turns errors into messages and exit codes."""
+"""The ``virt-debug`` command: the one place errors become messages and exit codes."""
 
 import logging
 import sys
@@ -30,7 +30,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.version_option(__version__, prog_name="virt-debug")
-@click.option("-v", "--verbose", count=True, help="More detail: -v for steps, -vv for debug.")
+@click.option(
+    "-v", "--verbose", count=True, help="More detail: -v for steps, -vv for debug."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 def cli(verbose: int, quiet: bool) -> None:
     """Run QEMU under a debugger where libvirt or KubeVirt starts it, and explain
@@ -48,18 +50,37 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    # Each concern owns its command module; importing them here keeps start-up in one place.
-    from virt_debug.cli import analyze, demo, kubevirt, run, scripts
+    # Each concern owns its command module; they are all registered here, in one place.
+    from virt_debug.cli import analyze, bundle, demo, kubevirt, run, scripts
 
-    for module in (run, analyze, scripts, kubevirt, demo):
+    for module in (run, analyze, scripts, kubevirt, bundle, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 
 
 def main(argv: list[str] | None = None, prog_name: str = "virt-debug") -> None:
     _register()
+    _run(cli, argv, prog_name)
+
+
+def kubectl_plugin() -> None:
+    """Entry point for ``kubectl virt-debug``: the kubevirt commands at top level."""
+    from virt_debug.cli.kubevirt import kubevirt
+
+    plugin = click.Group(
+        "kubectl virt-debug",
+        commands=kubevirt.commands,
+        params=cli.params,
+        callback=cli.callback,
+        help=kubevirt.help,
+        context_settings=cli.context_settings,
+    )
+    _run(plugin, sys.argv[1:], "kubectl virt-debug")
+
+
+def _run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
     try:
-        cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo(f"{prog_name}: interrupted", err=True)
         sys.exit(130)
@@ -77,9 +98,3 @@ def main(argv: list[str] | None = None, prog_name: str = "virt-debug") -> None:
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
         sys.exit(0)
-
-
-def kubectl_plugin() -> None:
-    """Entry point for ``kubectl virt-debug``: the kubevirt commands at top level."""
-    _register()
-    main(["kubevirt", *sys.argv[1:]], prog_name="kubectl virt-debug")

@@ -47,6 +47,10 @@ class Debugger:
         """What the default mode does not record, for the `filter` file; None: all."""
         return None
 
+    def describe(self, *, full: bool) -> str:
+        """One line for the launch's wrapper.log: what this launch records."""
+        return f"{self.name}: {self.summary}"
+
     def require(self) -> str:
         """Path of the installed program; UsageError naming the package if absent."""
         path = shutil.which(self.program)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from virt_debug.debuggers.base import Debugger
 
 PORT = 1234
+# QEMU kicks its vCPU threads with SIGUSR1 all the time; stopping on them is noise.
+QUIET_SIGNALS = "SIGUSR1 SIGUSR2 SIGPIPE"
 
 
 class Gdbserver(Debugger):
@@ -31,7 +33,8 @@ GDBSERVER = Gdbserver(
     signal_target="debugger",
     note=(
         f"QEMU waits for gdb on 127.0.0.1:{PORT}. From this machine (or the pod):\n"
-        f"  gdb -ex 'target remote 127.0.0.1:{PORT}' -ex continue {{qemu}}\n"
+        f"  gdb -ex 'handle {QUIET_SIGNALS} nostop noprint pass' \\\n"
+        f"      -ex 'target remote 127.0.0.1:{PORT}' -ex continue {{qemu}}\n"
         f"In a pod, first: kubectl port-forward pod/POD {PORT}:{PORT}\n"
         "Continue within libvirt's monitor timeout (about 30 s) or the start fails."
     ),

@@ -13,7 +13,7 @@ TODO: measurement figures go here.
 from virt_debug.debuggers.base import LAUNCH_DIR, Debugger
 
 # The calls the default mode leaves out (see the module docstring for why these).
-HOT_CALLS: tuple[str, ...] = ("recvmsg", "ppoll", "poll", "read")
+HOT_CALLS: tuple[str, ...] = ("recvmsg", "ppoll", "poll", "read", "write")
 
 COMMON_OPTIONS = ["-f", "-tt", "-T", "-yy", "-Y", "-s", "256"]
 
@@ -24,6 +24,12 @@ class Strace(Debugger):
         if not full and HOT_CALLS:
             options += ["--seccomp-bpf", "-e", "trace=!" + ",".join(HOT_CALLS)]
         return options
+
+    def describe(self, *, full: bool) -> str:
+        left_out = self.left_out(full=full)
+        if left_out is None:
+            return "strace: every call of every thread is recorded (--full)"
+        return f"strace: every call of every thread except (never recorded): {left_out}"
 
     def left_out(self, *, full: bool) -> str | None:
         if full or not HOT_CALLS:

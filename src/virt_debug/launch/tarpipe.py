@@ -39,22 +39,31 @@ class Refused(Exception):
 
 
 class ChunkReader:
-    """A read()-able view of an iterator of byte chunks."""
+    """A read()-able view of an iterator of byte chunks, whatever their sizes."""
 
     def __init__(self, chunks):
         self.chunks = iter(chunks)
-        self.buffer = b""
+        self.current = b""
+        self.at = 0
 
     def read(self, size=-1):
-        while size < 0 or len(self.buffer) < size:
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                break
-            self.buffer += chunk
-        if size < 0:
-            size = len(self.buffer)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
+        parts = []
+        while size != 0:
+            if self.at >= len(self.current):
+                self.current, self.at = next(self.chunks, None), 0
+                if self.current is None:
+                    self.current = b""
+                    break
+                continue
+            end = (
+                len(self.current)
+                if size < 0
+                else min(len(self.current), self.at + size)
+            )
+            parts.append(self.current[self.at : end])
+            size = size if size < 0 else size - (end - self.at)
+            self.at = end
+        return b"".join(parts)
 
 
 def safe_parts(name):
@@ -150,7 +159,7 @@ def copy_member(archive, member, path, mode):
     return written
 
 
-def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES):
+def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES, marker=True):
     created = not os.path.isdir(dest)
     os.makedirs(dest, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".incoming-", dir=dest)
@@ -162,8 +171,11 @@ def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES):
             raise Refused(f"archive truncated or corrupt ({e})") from e
         for entry in sorted(os.listdir(stage)):
             replace(os.path.join(stage, entry), os.path.join(dest, entry))
-        with open(os.path.join(dest, MARKER), "w") as marker:
-            marker.write(f"files={files} bytes={total} time={int(time.time())}\n")
+        if marker:
+            with open(os.path.join(dest, MARKER), "w") as done_file:
+                done_file.write(
+                    f"files={files} bytes={total} time={int(time.time())}\n"
+                )
         done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -200,7 +212,10 @@ def walk(src, since):
 
 def walk_entry(src, name):
     path = os.path.join(src, name)
-    info = os.lstat(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return  # removed while we walked: nothing to send
     yield name, path, info
     if stat.S_ISDIR(info.st_mode):
         for entry in sorted(os.listdir(path)):
@@ -231,7 +246,11 @@ def iter_pack(src, since=None, extra=None, notes=None):
                 continue
             yield gzip.compress(header(name, info, tarfile.SYMTYPE, linkname=target))
         elif stat.S_ISREG(info.st_mode):
-            with open(path, "rb") as source:
+            try:
+                source = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with source:
                 for block in file_blocks(name, source, info, notes):
                     yield gzip.compress(block)
             counts[1] += info.st_size
@@ -286,9 +305,15 @@ def pack_main(argv):
         )
         return 1
     notes = []
-    for chunk in iter_pack(argv[0], since, notes=notes):
-        sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
+    try:
+        for chunk in iter_pack(argv[0], since, notes=notes):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    except OSError as e:
+        sys.stderr.write(
+            f"virt-debug-transfer: failed: {e}; the archive is cut short\n"
+        )
+        return 1
     sys.stderr.write("".join(f"virt-debug-transfer: {note}\n" for note in notes))
     return 0
 

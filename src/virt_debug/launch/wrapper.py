@@ -74,14 +74,10 @@ def render_wrapper(
         raise UsageError(f"the shell path cannot hold spaces: {shell!r}")
 
     options = " ".join(_word(w) for w in spec.options(full=full, extra=extra_args))
+    filter_step = f"vd_log {_quote(spec.describe(full=full))}"
     left_out = spec.left_out(full=full)
-    if left_out is None:
-        filter_step = "vd_log 'recording everything: no calls left out'"
-    else:
-        filter_step = (
-            f"printf '%s\\n' {_quote(left_out)} >\"$vd_dir/filter\"\n"
-            f"vd_log {_quote('left out (never recorded): ' + left_out)}"
-        )
+    if left_out is not None:
+        filter_step += f"\nprintf '%s\\n' {_quote(left_out)} >\"$vd_dir/filter\""
     note_step = ""
     if spec.note:
         note = spec.note.format(qemu=qemu)

@@ -21,7 +21,7 @@ from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
 from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
 from virt_debug.trace.monitor import MonitorLog, MonitorMessage
 from virt_debug.trace.noise import expected_reason
-from virt_debug.trace.redact import WATCHED, Redactor, is_secret_path
+from virt_debug.trace.redact import STREAMS, WATCHED, Redactor, is_secret_path
 from virt_debug.trace.results import (
     Ended,
     FailureGroup,
@@ -47,12 +47,14 @@ TIMELINE_HEAD = 1000
 TIMELINE_TAIL = 1000
 MAX_MARKS = 300
 MAX_LANES = 256
+MAX_THREADS = 4096
 _OPENS = frozenset({"open", "openat", "openat2", "creat"})
 _EXITS = frozenset({"exit_group", "exit"})
 _READS = frozenset({"read", "pread64", "readv", "preadv", "preadv2"})
 _WRITES = frozenset({"write", "writev"})
 _EXECVES = frozenset({"execve", "execveat"})
 _REDACTOR_CALLS = WATCHED
+_TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/ptmx")
 MAX_SECRET_READS = 50
 
 
@@ -129,13 +131,14 @@ class _Pass:
         self.files: dict[str, FileStat] = {}
         self.files_dropped = 0
         self.lanes: dict[int, _LaneState] = {}
+        self.overflow = _LaneState(False)
+        self.threads_dropped = 0
         self.unparsed: list[Evidence] = []
         self.unparsed_count = 0
         self.events = 0
         self.calls = 0
         self.start: float | None = None
         self.end: float | None = None
-        self.durations = False
         self.qemu_tgid: int | None = None
         self.qemu_program: str | None = None
         self.qemu_argv: list[str] = []
@@ -202,7 +205,7 @@ class _Pass:
 
         lane = self.lanes.get(pid)
         if lane is None:
-            lane = self.lanes[pid] = _LaneState(len(self.lanes) < MAX_LANES)
+            lane = self._lane(pid, tgid)
         lane.last.append(call)
         if lane.kept:
             entry = (time, duration, name, call.errno, call.line_no)
@@ -232,11 +235,18 @@ class _Pass:
     def _io(self, call: Syscall, tgid: int) -> None:
         """Secret files, redaction and the monitor log, for the calls that move data."""
         fd_path = call.fd_path
-        # The secret read is recorded before the redactor rewrites the call.
-        if call.name in _READS and fd_path and fd_path[0] == "/" and call.retval:
-            if is_secret_path(fd_path, self.redactor.secret_files):
-                self._secret_read(call)
         redactor = self.redactor
+        if fd_path:
+            if fd_path[0] == "/" and not fd_path.startswith(_TERMINALS):
+                # A file: only a secret one matters. The read is recorded before
+                # the redactor rewrites the call.
+                if is_secret_path(fd_path, redactor.secret_files):
+                    if call.name in _READS and call.retval:
+                        self._secret_read(call)
+                    redactor.feed(call)
+                return
+            if not fd_path.startswith(STREAMS):
+                return  # an eventfd, a timerfd...: nothing to read there
         redactor.last_payload = None
         redactor.feed(call)
         # The monitor log gets the bytes the redactor decoded before hiding them.
@@ -349,9 +359,20 @@ class _Pass:
     def _mark(self, tid: int, mark: Mark) -> None:
         lane = self.lanes.get(tid)
         if lane is None:
-            lane = self.lanes[tid] = _LaneState()
+            lane = self._lane(tid, self._tgid(tid))
         if len(lane.marks) < MAX_MARKS:
             lane.marks.append(mark)
+
+    def _lane(self, tid: int, tgid: int) -> _LaneState:
+        """A new thread's lane; past MAX_THREADS (a trace of a busy host with many
+        short-lived processes), threads outside QEMU share one that is not kept."""
+        count = len(self.lanes)
+        if count >= MAX_THREADS and tgid != self.qemu_tgid:
+            self.threads_dropped += 1
+            self.overflow.marks.clear()
+            return self.overflow
+        lane = self.lanes[tid] = _LaneState(count < MAX_LANES)
+        return lane
 
     def finish(self, sources: list[str]) -> Analysis:
         from virt_debug.trace.finish import finish

@@ -83,10 +83,10 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
     result.syscalls = sorted(stats, key=lambda s: (-s.calls, s.name))
     result.files = sorted(run.files.values(), key=lambda f: (-f.failed, -f.ok, f.path))
     for tid, lane in run.lanes.items():
-        thread = tracker.threads.get(tid)
+        known = tracker.threads.get(tid)
         calls = lane.head + list(lane.tail)
         result.timeline.append(
-            Lane(tid, thread.comm if thread else None, calls, lane.marks, lane.omitted)
+            Lane(tid, known.comm if known else None, calls, lane.marks, lane.omitted)
         )
     _notes(run, result)
     if run.redact:
@@ -150,6 +150,11 @@ def _notes(run: "_Pass", result: Analysis) -> None:
         notes.append(
             f"{len(run.lanes) - MAX_LANES} threads past the first {MAX_LANES} have "
             "only their marks on the timeline"
+        )
+    if run.threads_dropped:
+        notes.append(
+            f"{run.threads_dropped} calls of threads past the first {len(run.lanes)} "
+            "(outside QEMU) are counted but not on the timeline"
         )
     if run.stderr.dropped:
         notes.append(f"QEMU's stderr: the first {run.stderr.dropped} characters cut")

@@ -25,6 +25,8 @@ from virt_debug.trace.records import (
 class FileReader(RecordReader):
     """Reads one file; ``stats`` counts how each line was used (see ``ReadStats``)."""
 
+    fast = True  # False sends every line the careful way (the tests compare both)
+
     def events(self, lines: Iterable[str], handle: IO | None = None) -> Iterator[Event]:
         """Events of ``lines``; each held back until no ``-k`` frame can follow it.
 
@@ -43,6 +45,8 @@ class FileReader(RecordReader):
             minute = ""  # "HH:MM:" of the last time of day, and its epoch seconds
             minute_base = 0.0
             line_no = 0
+            fast = self.fast
+            valid_time = TIMESTAMP.fullmatch
             for line_no, line in enumerate(lines, 1):
                 line = line.rstrip("\r\n")
 
@@ -80,24 +84,60 @@ class FileReader(RecordReader):
                     resumed = False
                 if (
                     end <= 0
+                    or not fast
                     or self._carry is not None
                     or not name.isidentifier()
                     or "\x1b" in line
                     or text[:13] == "<unavailable>"
                 ):
                     self._slow(line, line_no)
+                    minute = ""  # it may have moved the day on
                     if ready:
                         yield from ready
                         ready.clear()
                     continue
 
+                unfinished = not resumed and text.endswith(" <unfinished ...>")
+                readable = True
+                if not unfinished:
+                    cut = text.rfind(" = ")
+                    close = cut - 1
+                    if cut > 0 and text[close] != ")":
+                        close = len(text[:cut].rstrip(" ")) - 1
+                    result = text[cut + 3 :]
+                    if ATTACH in result:
+                        close = -1  # "... = 0strace: Process 9 attached": careful way
+                    duration = None
+                    if result[-1:] == ">":
+                        k = result.rfind(" <")
+                        if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
+                            try:
+                                duration = float(result[k + 2 : -1])
+                                result = result[:k]
+                            except ValueError:
+                                pass
+                    retval: int | None
+                    if result.isdecimal():
+                        retval = int(result)
+                        errno = errmsg = injected = None
+                        readable = True
+                    else:
+                        retval, errno, errmsg, injected = syntax.parse_result(result)
+                        readable = retval is not None or result[:1] == "?"
+                    if cut < 0 or close < 0 or text[close] != ")":
+                        readable = False  # not a call after all: the careful way
+
+                # The time last: it moves state (-r sums, the day) only for lines
+                # that are read here.
                 try:
+                    if not readable:
+                        raise ValueError(line)
                     if ts is None:
                         time = None
+                    elif valid_time(ts) is None:
+                        raise ValueError(ts)
                     elif ts[:6] == minute:
                         time = minute_base + float(ts[6:])
-                    elif TIMESTAMP.fullmatch(ts) is None:
-                        raise ValueError(ts)
                     else:
                         time = self._time(ts)
                         if ts[2:3] == ":" and len(ts) > 6:
@@ -105,12 +145,13 @@ class FileReader(RecordReader):
                             minute_base = time - float(ts[6:])
                 except ValueError:
                     self._slow(line, line_no)
+                    minute = ""  # it may have moved the day on
                     if ready:
                         yield from ready
                         ready.clear()
                     continue
 
-                if text.endswith(" <unfinished ...>") and not resumed:
+                if unfinished:
                     call = Syscall(
                         source, line_no, this_pid, time, name, text[:-17], "", None,
                         None, None,
@@ -119,35 +160,6 @@ class FileReader(RecordReader):
                     fast_records += 1
                     if self._extra:
                         self._push(None)
-                        yield from ready
-                        ready.clear()
-                    continue
-
-                cut = text.rfind(" = ")
-                close = cut - 1
-                if cut > 0 and text[close] != ")":
-                    close = len(text[:cut].rstrip(" ")) - 1
-                result = text[cut + 3 :]
-                duration = None
-                if result[-1:] == ">":
-                    k = result.rfind(" <")
-                    if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
-                        try:
-                            duration = float(result[k + 2 : -1])
-                            result = result[:k]
-                        except ValueError:
-                            pass
-                retval: int | None
-                if result.isdecimal():
-                    retval = int(result)
-                    errno = errmsg = injected = None
-                    readable = True
-                else:
-                    retval, errno, errmsg, injected = syntax.parse_result(result)
-                    readable = retval is not None or result[:1] == "?"
-                if cut < 0 or close < 0 or text[close] != ")" or not readable:
-                    self._slow(line, line_no)
-                    if ready:
                         yield from ready
                         ready.clear()
                     continue

@@ -194,7 +194,7 @@ class Collector:
                     "last calls below show what it was doing. Relax the -sandbox "
                     "option or avoid the feature that needs the call.",
                     _SCORES["seccomp"],
-                    True,
+                    "seccomp" in text or "sandbox" in text,
                     (evidence + last_calls[-3:])[:MAX_EVIDENCE],
                 )
             )
@@ -220,6 +220,8 @@ class Collector:
         for hint in out:
             if ended_well and not hint.confirmed:
                 hint.score -= 50
+        for hint in out:
+            hint.evidence.sort(key=lambda e: (e.source, e.line))
         out.sort(key=lambda h: (-h.score, _first_time(h)))
         return _dedupe(out)
 
@@ -272,24 +274,28 @@ class Collector:
         self, sig: str | None, core: bool, signals: list[Evidence], stderr: StderrLog
     ) -> Hint:
         evidence = [e for e in signals if sig and sig in e.text][-2:]
+        confirmed = False
         for needle in ("Assertion", "assertion", "**"):
             if needle in stderr.text:
                 evidence = stderr.evidence_for(needle) + evidence
+                confirmed = True
                 break
         how = f"killed by {sig or 'a signal'}" + (" (core dumped)" if core else "")
         title = f"QEMU crashed: {how}"
+        advice = (
+            "Read QEMU's last message and the core dump (coredumpctl gdb, or gdb "
+            "qemu-system-x86_64 core), or run the start again under gdbserver; a "
+            "failure ranked above may be what led QEMU into the crash."
+        )
         sender = _sender(signals, sig)
         if sender is not None:
             title = f"QEMU {how}: the signal was sent by process {sender} (kill)"
+            advice = (
+                f"Not a fault of QEMU's own: process {sender} sent the signal. Find "
+                "out which program that is (a watchdog, a test harness, a person)."
+            )
         return Hint(
-            "crash",
-            title,
-            "Read QEMU's last message and the core dump (coredumpctl gdb, or gdb "
-            "qemu-system-x86_64 core), or run the start again under gdbserver; a "
-            "failure ranked above may be what led QEMU into the crash.",
-            _SCORES["crash"],
-            True,
-            evidence[:MAX_EVIDENCE],
+            "crash", title, advice, _SCORES["crash"], confirmed, evidence[:MAX_EVIDENCE]
         )
 
 

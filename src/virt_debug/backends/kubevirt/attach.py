@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from virt_debug.backends.kubevirt import client as api
+from virt_debug.backends.kubevirt.client import ApiError
 from virt_debug.backends.kubevirt.objects import (
     SIDECAR_ANNOTATION,
     annotation_patch,
@@ -64,29 +66,27 @@ def attach(
         _attach_standalone(changes, pre, recreate_vmi)
         return
 
-    vm = pre.vm or {}
     record = changes.record
-    current = template_annotations(vm).get(SIDECAR_ANNOTATION)
-    try:
-        value = merge_sidecar(
-            current, our_entry(pre, changes), record.names.hook_configmap
-        )
-    except ValueError as e:
-        raise KubernetesError(
-            f"VM {pre.vm_name}: {e}", hint="fix the annotation by hand first"
-        ) from e
-    if value == current:
-        log.info("VM %s already carries our hook sidecar", pre.vm_name)
-        return
+    entry = our_entry(pre, changes)
+    # The value we found is ours to restore, unless an earlier attach found one.
+    first = not record.attached
 
-    # Write down the exact old value before changing it: a crash can then restore it.
-    if not record.attached:
-        record.annotation_before = current
-        record.attached = True
-        changes.save()
-    rv = (vm.get("metadata") or {}).get("resourceVersion")
-    path = api.kubevirt(pre.namespace, "virtualmachines", pre.vm_name)
-    pre.vm = changes.patch(path, annotation_patch(value, rv), vm)
+    def merged(current: str | None) -> str | None:
+        try:
+            value = merge_sidecar(current, entry, record.names.hook_configmap)
+        except ValueError as e:
+            raise KubernetesError(
+                f"VM {pre.vm_name}: {e}", hint="fix the annotation by hand first"
+            ) from e
+        if value != current and first:
+            # Written down before the change (again if a conflict made us read
+            # the VM anew): a crash can then restore the exact old value.
+            record.annotation_before = current
+            record.attached = True
+            changes.save()
+        return value
+
+    pre.vm = _patch_annotation(changes, pre.vm or {}, merged)
 
 
 def detach(changes: Changes, vm: dict[str, Any] | None) -> bool:
@@ -97,22 +97,51 @@ def detach(changes: Changes, vm: dict[str, Any] | None) -> bool:
     if vm is None:
         log.warning("VM %s is gone; nothing to detach", record.vm)
         return False
-    current = template_annotations(vm).get(SIDECAR_ANNOTATION)
     before = record.annotation_before if record.attached else None
-    try:
-        value = remove_sidecar(current, record.names.hook_configmap, before)
-    except ValueError as e:
-        raise KubernetesError(
-            f"VM {record.vm}: {e}", hint="remove our entry from the annotation by hand"
-        ) from e
-    if value == current:
-        return False
-    rv = (vm.get("metadata") or {}).get("resourceVersion")
-    path = api.kubevirt(record.namespace, "virtualmachines", record.vm)
-    changes.patch(path, annotation_patch(value, rv), vm)
+
+    def removed(current: str | None) -> str | None:
+        try:
+            return remove_sidecar(current, record.names.hook_configmap, before)
+        except ValueError as e:
+            raise KubernetesError(
+                f"VM {record.vm}: {e}",
+                hint="remove our entry from the annotation by hand",
+            ) from e
+
+    after = _patch_annotation(changes, vm, removed)
+    changed = after is not vm
     record.attached = False
     changes.save()
-    return True
+    return changed
+
+
+def _patch_annotation(
+    changes: Changes,
+    vm: dict[str, Any],
+    compute: Callable[[str | None], str | None],
+    tries: int = 5,
+) -> dict[str, Any]:
+    """Set the annotation to ``compute(current)``, read again on a conflict.
+
+    The patch carries the resourceVersion we read, so a VM changed meanwhile (its
+    controller updates it during restarts) is read again rather than overwritten.
+    """
+    meta = vm.get("metadata") or {}
+    path = api.kubevirt(changes.namespace, "virtualmachines", meta.get("name", ""))
+    for attempt in range(tries):
+        current = template_annotations(vm).get(SIDECAR_ANNOTATION)
+        value = compute(current)
+        if value == current:
+            return vm
+        rv = (vm.get("metadata") or {}).get("resourceVersion")
+        try:
+            return changes.patch(path, annotation_patch(value, rv), vm)
+        except ApiError as e:
+            if e.status != 409 or attempt == tries - 1:
+                raise
+            log.info("VM %s changed meanwhile; reading it again", meta.get("name"))
+            vm = changes.kube.get(path) or vm
+    return vm
 
 
 def clean_vmi_manifest(vmi: dict[str, Any]) -> dict[str, Any]:

@@ -130,8 +130,9 @@ class Kube:
         *,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        as_json: bool = True,
     ) -> Any:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json" if as_json else "*/*"}
         if body is not None or method in ("POST", "PUT", "PATCH"):
             headers["Content-Type"] = content_type
         serialized = self.api_client.param_serialize(
@@ -173,6 +174,8 @@ class Kube:
                 path,
             )
         data = response.data or b""
+        if not as_json:
+            return data.decode("utf-8", "replace")
         return json.loads(data) if data.strip() else None
 
     def get(self, path: str) -> dict[str, Any] | None:
@@ -183,6 +186,10 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def text(self, path: str, query: dict[str, str] | None = None) -> str:
+        """A plain-text resource, such as a container's log."""
+        return str(self.request("GET", path, query=query, as_json=False))
 
     def list(
         self,

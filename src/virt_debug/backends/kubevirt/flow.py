@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,15 +23,17 @@ from virt_debug.backends.kubevirt import power, restore, volume
 from virt_debug.backends.kubevirt import preflight as checks
 from virt_debug.backends.kubevirt.client import Kube
 from virt_debug.backends.kubevirt.objects import QEMU, feature_gate_patch
-from virt_debug.backends.kubevirt.record import Changes, Planned, Record, load
+from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
-from virt_debug.errors import Interrupted, KubernetesError, UsageError
+from virt_debug.errors import Interrupted, UsageError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Options:
+    """What the CLI flags choose; the defaults are the CLI's."""
+
     debugger: str = "strace"
     claim: str = ""
     size: str = "1Gi"
@@ -53,26 +53,12 @@ class Options:
     poll: float = 1.0
 
 
-@contextlib.contextmanager
-def deferred_interrupt(report: Callable[[str], None]) -> Iterator[None]:
-    """Hold Ctrl-C back while we restore: a half-restored VM is the worst outcome."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: list[int] = []
-
-    def remember(signum, frame) -> None:
-        pressed.append(signum)
-        report("restoring the VM first; it takes a moment")
-
-    previous = signal.signal(signal.SIGINT, remember)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class Session:
+    """One VM, one cluster connection, one exec transport: the commands as methods.
+
+    ``report`` receives one short line per step, for the progress display.
+    """
+
     def __init__(
         self,
         kube: Kube,
@@ -108,7 +94,11 @@ class Session:
 
     def _changes(self, *, resume: bool) -> Changes:
         existing = load(self.kube, self.namespace, self.vm)
-        if existing is not None and not resume and not self.options.dry_run:
+        # A record of `setup` alone (tools on the PVC) is fine to go on from.
+        busy = bool(
+            existing and (existing.attached or existing.power or existing.vmi_manifest)
+        )
+        if existing and busy and not resume and not self.options.dry_run:
             raise UsageError(
                 f"an earlier virt-debug run left {self.namespace}/{self.vm} changed "
                 f"(record {existing.names.record_configmap}, began {existing.began})",
@@ -139,7 +129,7 @@ class Session:
         from virt_debug.launch.wrapper import render_wrapper
 
         opts, layout = self.options, changes.record.layout
-        volume.ensure_pvc(
+        created = volume.ensure_pvc(
             changes,
             size=opts.size,
             storage_class=opts.storage_class,
@@ -161,6 +151,10 @@ class Session:
         node = volume.node_using_claim(
             self.kube, self.namespace, changes.record.names.volume
         )
+        if created and not node and pre.vm_running:
+            # A new volume bound where its first pod runs (WaitForFirstConsumer)
+            # should be where the VM runs, so the VM can come back on its node.
+            node = ((pre.vmi or {}).get("status") or {}).get("nodeName")
         with tempfile.TemporaryDirectory(prefix="virt-debug-bundle-") as tmp:
             bundle = Path(tmp) / "tools"
             if not opts.dry_run:
@@ -238,7 +232,7 @@ class Session:
         forget: bool = True,
         restart_back: bool = True,
     ) -> None:
-        with deferred_interrupt(self.report):
+        with restore.deferred_interrupt(self.report):
             self.report(f"restoring {self.namespace}/{self.vm}")
             restore.undo(
                 changes,
@@ -339,6 +333,12 @@ class Session:
                 for name in changes.record.created_names("PersistentVolumeClaim"):
                     changes.delete("PersistentVolumeClaim", name)
             changes.forget()
+        self.report(f"{self.namespace}/{self.vm} is as it was")
+        if not self.options.delete_pvc:
+            self.report(
+                f"PVC {changes.record.names.volume} keeps the tools and traces; "
+                f"`virt-debug kubevirt detach {self.vm} --delete-pvc` removes it"
+            )
         return [], dest
 
     def fetch(
@@ -375,18 +375,21 @@ class Session:
         changes = self._changes(resume=True)
         if not changes.saved:
             # No record: take our entry out by name and our objects by label.
+            changes.persist = False
             pre = checks.inspect(self.kube, self.vm, self.namespace)
-            changes.record.attached = False
             attaching.detach(changes, pre.vm)
-            for kind, plural in (("Pod", "pods"), ("ConfigMap", "configmaps")):
+            roles = {"helper": "Pod", "hook": "ConfigMap"}
+            if self.options.delete_pvc:
+                roles["tools"] = "PersistentVolumeClaim"
+            for role, kind in roles.items():
                 for item in self.kube.list(
-                    api.core(self.namespace, plural),
-                    label_selector=f"virt-debug/vm={self.vm}",
+                    api.core(self.namespace, PLURALS[kind]),
+                    label_selector=f"virt-debug/vm={self.vm},virt-debug/role={role}",
                 ):
                     labels = item["metadata"].get("labels") or {}
-                    if labels.get("virt-debug/vm") == self.vm and labels.get(
-                        "virt-debug/role"
-                    ) in ("helper", "hook"):
+                    if labels.get("virt-debug/vm") == self.vm and (
+                        labels.get("virt-debug/role") == role
+                    ):
                         changes.delete(kind, item["metadata"]["name"])
             return changes.plan()
         self.restore(
@@ -397,8 +400,3 @@ class Session:
 
 def default_output(vm: str) -> Path:
     return Path("virt-debug-out") / f"{vm}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def require_running(outcome: power.Outcome | None) -> None:
-    if outcome is not None and not outcome.running:
-        raise KubernetesError(f"the VM did not start: {outcome.reason}")

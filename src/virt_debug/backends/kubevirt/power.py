@@ -212,46 +212,9 @@ def _pod_problem(pod: dict[str, Any] | None) -> str:
 
 
 def failed(kube, namespace, vmi, pod, reason: str) -> Outcome:
+    from virt_debug.backends.kubevirt.diagnose import explain
+
     return Outcome(False, vmi, pod, reason, explain(kube, namespace, vmi, pod))
-
-
-def explain(
-    kube: Kube, namespace: str, vmi: dict | None, pod: dict | None
-) -> list[str]:
-    """Lines that say why the start failed: conditions, containers, warning events."""
-    lines = []
-    for cond in ((vmi or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("status") != "True" or cond.get("type") in ("Failure",):
-            message = cond.get("message") or cond.get("reason") or ""
-            if message:
-                lines.append(f"VMI condition {cond.get('type')}: {message}")
-    for container in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
-        state = container.get("state") or {}
-        for key in ("waiting", "terminated"):
-            detail = state.get(key) or {}
-            if detail.get("message") or detail.get("reason"):
-                lines.append(
-                    f"container {container.get('name')} {key}: "
-                    f"{detail.get('reason', '')} {detail.get('message', '')}".rstrip()
-                )
-    names = {
-        ((obj or {}).get("metadata") or {}).get("name") for obj in (vmi, pod) if obj
-    }
-    events = [
-        event
-        for name in sorted(n for n in names if n)
-        for event in kube.list(
-            api.core(namespace, "events"), field_selector=f"involvedObject.name={name}"
-        )
-    ]
-    for event in events:
-        involved = event.get("involvedObject") or {}
-        if involved.get("name") in names and event.get("type") == "Warning":
-            lines.append(
-                f"event {involved.get('kind')}/{involved.get('name')} "
-                f"{event.get('reason')}: {event.get('message')}"
-            )
-    return lines
 
 
 def wait_stopped(

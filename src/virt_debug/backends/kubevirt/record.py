@@ -29,6 +29,14 @@ from virt_debug.errors import KubernetesError
 
 log = logging.getLogger(__name__)
 
+SERVER_SET = (
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+)
 PLURALS = {
     "ConfigMap": "configmaps",
     "PersistentVolumeClaim": "persistentvolumeclaims",
@@ -184,8 +192,10 @@ class Changes:
         """Merge-patch an object; the dry-run shows the object as it would become."""
         if self.dry_run:
             after = apply_merge_patch(current, patch)
-            after.get("metadata", {}).pop("managedFields", None)
+            # As a manifest to review or apply: no status, nothing the server sets.
             after.pop("status", None)
+            for key in SERVER_SET:
+                after.get("metadata", {}).pop(key, None)
             self.planned.append(Planned("patch", after))
             return after
         return self.kube.merge_patch(path, patch)

@@ -7,9 +7,12 @@ and the record stays on the cluster (for ``detach``) until every step succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 from virt_debug.backends.kubevirt import attach as attaching
 from virt_debug.backends.kubevirt import client as api
@@ -19,6 +22,25 @@ from virt_debug.backends.kubevirt.record import Changes
 from virt_debug.errors import KubernetesError
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def deferred_interrupt(report: Callable[[str], None]) -> Iterator[None]:
+    """Hold Ctrl-C back while we restore: a half-restored VM is the worst outcome."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+
+    def remember(signum, frame) -> None:
+        pressed.append(signum)
+        report("restoring the VM first; it takes a moment")
+
+    previous = signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def undo(

@@ -86,7 +86,11 @@ class KubeExec:
             while ws.is_open():
                 drain(self.poll)
             drain()
-            code = ws.returncode
+            try:
+                code = ws.returncode
+            except (TypeError, KeyError, IndexError, ValueError):
+                # The connection closed without an exit status (a proxy cut it).
+                code = None
         finally:
             ws.close()
         return ExecResult(

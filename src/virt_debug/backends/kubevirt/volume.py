@@ -35,8 +35,11 @@ def ensure_pvc(
     size: str,
     storage_class: str | None,
     access_mode: str,
-) -> None:
-    """Create the tools PVC unless it exists (then it is used as it is)."""
+) -> bool:
+    """Create the tools PVC unless it exists (then it is used as it is).
+
+    True if it was created here.
+    """
     record = changes.record
     name = record.names.volume
     existing = changes.kube.get(
@@ -44,7 +47,7 @@ def ensure_pvc(
     )
     if existing is not None:
         log.info("using the existing PVC %s/%s", record.namespace, name)
-        return
+        return False
     changes.create(
         pvc(
             name,
@@ -55,6 +58,7 @@ def ensure_pvc(
             access_mode=access_mode,
         )
     )
+    return True
 
 
 def node_using_claim(kube: Kube, namespace: str, claim: str) -> str | None:

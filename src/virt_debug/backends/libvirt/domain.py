@@ -18,13 +18,13 @@ from virt_debug.backends.libvirt.connection import (
     first_line,
     host_arch,
 )
+from virt_debug.backends.libvirt.placement import saved_xml_path
 from virt_debug.errors import LibvirtError, UsageError
 
 log = logging.getLogger(__name__)
 
 # The first lines of every wrapper render_wrapper() writes carry this text.
 WRAPPER_MARK = b"virt-debug emulator wrapper"
-SAVED_XML_NAME = "domain-saved.xml"
 
 
 @dataclass
@@ -132,7 +132,7 @@ def recover(conn, target: Target) -> Target:
         or not is_wrapper(target.emulator)
     ):
         return target
-    saved = Path(target.emulator).parent / SAVED_XML_NAME
+    saved = saved_xml_path(target.emulator, target.name)
     if not saved.is_file():
         raise UsageError(
             f"domain {target.name!r} still runs QEMU through a virt-debug wrapper "
@@ -161,11 +161,11 @@ def real_emulator(conn, target: Target, override: str | None) -> str:
     return default_emulator(conn, arch or host_arch(), root.get("type") or "kvm")
 
 
-def save_copy(target: Target, directory: Path) -> None:
+def save_copy(target: Target, path: Path) -> None:
     """Keep the definition to restore where a later run can find it (mode 0600)."""
     if target.saved_xml is None:
         return
-    path = directory / SAVED_XML_NAME
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(target.saved_xml)

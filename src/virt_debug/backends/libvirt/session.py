@@ -17,7 +17,6 @@ user's definition comes back on any failure and on Ctrl-C.
 """
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,13 +25,12 @@ from pathlib import Path
 from virt_debug.backends.libvirt import collect, domain
 from virt_debug.backends.libvirt.connection import first_line, qemu_log_path
 from virt_debug.backends.libvirt.hook import define_through_hook
+from virt_debug.backends.libvirt.placement import Placement, place
 from virt_debug.backends.libvirt.stop import StopRequest
 from virt_debug.errors import Interrupted, LibvirtError
 
 log = logging.getLogger(__name__)
 
-WRAPPER_NAME = "qemu-wrapper"
-HOOK_NAME = "onDefineDomain"
 POLL_SECONDS = 0.2
 
 
@@ -74,31 +72,6 @@ class RunResult:
     @property
     def interrupted(self) -> bool:
         return self.ended_by == "interrupted"
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    path.write_text(text, encoding="utf-8")
-    path.chmod(mode)
-
-
-def prepare_work_dir(output: Path, options: RunOptions, emulator: str) -> Path:
-    """Write the wrapper and the standalone hook script; return the work dir."""
-    from virt_debug.launch import hook_script
-    from virt_debug.launch.wrapper import render_wrapper
-
-    work = output / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    wrapper = work / WRAPPER_NAME
-    text = render_wrapper(
-        options.debugger,
-        qemu=emulator,
-        output=str(output.resolve()),
-        full=options.full,
-        extra_args=options.extra_args,
-    )
-    _write(wrapper, text, 0o755)
-    _write(work / HOOK_NAME, hook_script(str(wrapper.resolve())), 0o755)
-    return work
 
 
 def _stop_guest(dom) -> None:
@@ -165,11 +138,23 @@ def run(
         stop.on_repeat = lambda: progress.phase(
             "collecting", "still restoring the domain definition; please wait"
         )
+        placement = place(
+            output,
+            debugger=options.debugger,
+            emulator=emulator,
+            full=options.full,
+            extra_args=options.extra_args,
+        )
         try:
-            _traced_start(conn, target, options, progress, watch, stop, result)
+            _traced_start(
+                conn, target, options, progress, watch, stop, result, placement
+            )
         finally:
             progress.phase("collecting", "restoring the domain definition")
-            _finish(conn, target, result, earlier)
+            try:
+                _finish(conn, target, result, earlier, placement)
+            finally:
+                placement.release()
 
         if stop.requested and result.ended_by != "interrupted":
             # Ctrl-C before tracing began: nothing to explain, everything undone.
@@ -180,17 +165,18 @@ def run(
     return result
 
 
-def _traced_start(conn, target, options, progress, watch, stop, result) -> None:
+def _traced_start(
+    conn, target, options, progress, watch, stop, result, placement: Placement
+) -> None:
     output = options.output
     progress.phase("probing", f"libvirt probes the wrapper for {target.name}")
-    work = prepare_work_dir(output, options, result.emulator)
-    domain.save_copy(target, work)
+    domain.save_copy(target, placement.saved_xml(target.name))
     visible = target.saved_xml or target.xml
     (output / "domain.xml").write_text(_without_secrets(visible), encoding="utf-8")
 
     t0 = time.monotonic()
     try:
-        dom = define_through_hook(conn, work / HOOK_NAME, target.xml, target.name)
+        dom = define_through_hook(conn, placement.hook, target.xml, target.name)
     finally:
         result.timings["define"] = time.monotonic() - t0
     if stop.requested:
@@ -226,7 +212,13 @@ def _without_secrets(xml: str) -> str:
     return re.sub(r"""(passwd|password)=(['"]).*?\2""", r"\1=\2***\2", xml)
 
 
-def _finish(conn, target: domain.Target, result: RunResult, earlier: set[Path]) -> None:
+def _finish(
+    conn,
+    target: domain.Target,
+    result: RunResult,
+    earlier: set[Path],
+    placement: Placement,
+) -> None:
     """Stop the guest, gather the outputs, restore the definition (always)."""
     import libvirt
 
@@ -248,9 +240,7 @@ def _finish(conn, target: domain.Target, result: RunResult, earlier: set[Path]) 
     finally:
         try:
             domain.restore(conn, target)
-            saved = result.output / "work" / domain.SAVED_XML_NAME
-            if saved.exists():
-                os.unlink(saved)
+            placement.saved_xml(target.name).unlink(missing_ok=True)
         except LibvirtError as e:
             result.restore_error = str(e)
             log.error("%s", e)

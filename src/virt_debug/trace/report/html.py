@@ -31,7 +31,9 @@ def _timeline(analysis: Analysis) -> dict[str, Any]:
     timed = start is not None
 
     def at(time: float | None, line: int) -> float:
-        return round(time - start, 6) if timed and time is not None else float(line)
+        if start is None or time is None:
+            return float(line)
+        return round(time - start, 6)
 
     lanes = []
     for lane in analysis.timeline:
