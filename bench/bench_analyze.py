@@ -5,7 +5,8 @@
 Without ``--trace`` it makes one: QEMU (KVM, q35, 64 MiB, no devices) runs under
 ``strace -f -tt -T -yy`` while a QMP client sends it commands for ``--seconds``; the
 trace is then repeated up to ``--size-mb``. Each contender runs in its own child
-process, which reports its time and its own peak RSS:
+process, which reports its CPU time, its wall time and its own peak RSS; rates and
+ratios use CPU time, steadier than wall time on a shared machine:
 
 * ours: ``virt_debug.trace.analyze_paths`` (the full analysis) when it exists, and
   the reader + tracker pass alone;

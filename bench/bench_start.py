@@ -8,11 +8,12 @@ machine that slows down over time hurts all three alike):
   with the default seccomp filter), until the serial line;
 * full: the same with ``--full``.
 
-For each it records the define (hook + libvirt's probe of the new emulator path for the
-traced ones), the start (``create()`` returns once the guest's CPUs run) and the time
-from the start call to the guest's serial line. It prints the medians and the ratios to
-untraced in one table. Run as root it starts a private session daemon as uid 107, as
-the tests do; otherwise as the current user.
+For each it records the define (the hook twice, and in the first round libvirt's probe
+of the wrapper, a new emulator path; later rounds reuse libvirt's cached result, as
+later runs of a user do), the start (``create()`` returns once the guest's CPUs run)
+and the time from the start call to the guest's serial line. It prints the medians and
+the ratios to untraced in one table. Run as root it starts a private session daemon
+as uid 107, as the tests do; otherwise as the current user.
 
     .venv/bin/python bench/bench_start.py            # 5 rounds
     .venv/bin/python bench/bench_start.py -n 3 --accel tcg --keep bench/out

@@ -74,13 +74,18 @@ def syscall_counts(trace_dir: Path) -> collections.Counter:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="NAME=call,call,-option: a candidate hot set (and strace options)",
+    )
+    parser.add_argument("--no-full", action="store_true", help="skip --full (slow)")
     args = parser.parse_args()
-    candidates: dict[str, tuple[str, ...] | None] = {
-        "untraced": None,
-        "full": None,
-        "default": None,
-    }
+    candidates: dict[str, tuple[str, ...] | None] = {"untraced": None}
+    if not args.no_full:
+        candidates["full"] = None
+    candidates["default"] = None
     for item in args.set:
         name, _, calls = item.partition("=")
         candidates[name] = tuple(c for c in calls.split(",") if c)
@@ -124,6 +129,8 @@ def main() -> None:
                     calls = strace_module.HOT_CALLS
                 shown = ",".join(calls or ())
                 print(f"{mode:10} {median:7.3f}s  {median / base:5.2f}x  {shown}")
+            if args.no_full:
+                return
             counts = syscall_counts(workdir / "out" / "full")
             total = sum(counts.values())
             print(f"full traces: {total} calls in {args.rounds} starts")

@@ -228,3 +228,20 @@ def test_cli_help_teaches():
     assert result.exit_code == 0
     assert "Examples:" in result.output
     assert "--no-redact" in result.output and "perfetto" in result.output
+
+
+@pytest.mark.skipif(not shutil.which("script"), reason="needs util-linux script")
+def test_cli_colours_only_on_a_terminal():
+    command = f"{sys.executable} -m virt_debug analyze {CORPUS / 'vhost.strace'}"
+    on_tty = subprocess.run(
+        ["script", "-qc", command, "/dev/null"], capture_output=True, text=True
+    )
+    no_color = subprocess.run(
+        ["script", "-qc", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+    assert "\x1b[1m" in on_tty.stdout  # bold headings on a terminal
+    assert "How it ended" in no_color.stdout and "\x1b[1m" not in no_color.stdout

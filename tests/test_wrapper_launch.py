@@ -276,3 +276,34 @@ def test_bundle_wrapper_needs_nothing_from_path(work):
     (launch,) = work.launch_dirs()
     assert len(trace_pids(launch / "strace.log")) > 1
     assert (launch / "status").read_text() == "exit 0\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-name", "guest=t", "-M", "none", "-version"],
+        ["-name", "guest=t", "-machine", "none,accel=kvm:tcg", "-version"],
+        ["-name", "guest=t", "-machine", "type=none", "-version"],
+        ["-help"],
+        ["-machine", "help"],
+    ],
+    ids=["-M none", "-machine none,accel", "type=none", "-help", "no -name"],
+)
+def test_probe_shapes_run_untraced(args, work):
+    proc = work.start(SHELLS["dash"], work.write_wrapper(), args)
+    assert finish(proc) == 0, work.stderr()
+    assert work.launch_dirs() == []
+
+
+@pytest.mark.parametrize("sig", ["INT", "HUP", "QUIT"])
+def test_other_stop_signals_also_end_qemu(sig, work):
+    sock = work.root / "qmp.sock"
+    proc = work.start(SHELLS["dash"], work.write_wrapper(), real_args(sock))
+    qmp = QMP(sock)
+    pids = qemu_pids(str(sock))
+    proc.send_signal(getattr(signal, f"SIG{sig}"))
+    assert finish(proc, timeout=30) == 128 + getattr(signal, f"SIG{sig}")
+    qmp.close()
+    assert wait_gone(pids, timeout=5) == []
+    (launch,) = work.launch_dirs()
+    assert (launch / "status").read_text() == f"signal {sig}\n"

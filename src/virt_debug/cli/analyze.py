@@ -1,5 +1,6 @@
 """``virt-debug analyze``: explain a trace you already have."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def analyze(
     to_terminal = output is None and sys.stdout.isatty()
     if width is None:
         width = Console().width if to_terminal else 80
-    text = render(analysis, fmt, color=to_terminal, width=width, verbose=verbose)
+    color = to_terminal and "NO_COLOR" not in os.environ
+    text = render(analysis, fmt, color=color, width=width, verbose=verbose)
 
     if output is None:
         click.echo(text, nl=False)

@@ -140,10 +140,6 @@ def execute(
         render_summary(result, width=WIDE) + "\n", encoding="utf-8"
     )
     click.echo(text)
-    if result.restore_error:
-        from virt_debug.errors import LibvirtError
-
-        raise LibvirtError(result.restore_error)
     return result
 
 

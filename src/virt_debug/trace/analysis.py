@@ -100,7 +100,7 @@ class _LaneState:
     def __init__(self, kept: bool = True) -> None:
         self.kept = kept  # whether its calls go on the timeline (MAX_LANES)
         self.head: list = []
-        self.tail: deque = deque(maxlen=TIMELINE_TAIL)
+        self.tail: deque | None = None  # once the head is full
         self.omitted = 0
         self.marks: list[Mark] = []
         self.last: deque = deque(maxlen=LAST_CALLS)
@@ -113,7 +113,12 @@ def analyze_events(
     run = _Pass(redact)
     for event in events:
         run.feed(event)
-    return run.finish(list(sources))
+    result = run.finish(list(sources))
+    log.debug(
+        "analysed %d events: %d failure groups, %d hints, QEMU pid %s",
+        result.events, len(result.failures), len(result.hints), result.qemu_pid,
+    )  # fmt: skip
+    return result
 
 
 class _Pass:
@@ -193,7 +198,10 @@ class _Pass:
         tgid = thread.tgid if thread is not None else pid
 
         if name in _REDACTOR_CALLS:
-            self._io(call, tgid)
+            fd_path = call.fd_path
+            # eventfds and the like are most of a busy QEMU's reads and writes
+            if fd_path is None or not fd_path.startswith("anon_inode:"):
+                self._io(call, tgid)
 
         stat = self.stats.get(name)
         if stat is None:
@@ -209,8 +217,10 @@ class _Pass:
         lane.last.append(call)
         if lane.kept:
             entry = (time, duration, name, call.errno, call.line_no)
-            if len(lane.head) < TIMELINE_HEAD:
+            if lane.tail is None:
                 lane.head.append(entry)
+                if len(lane.head) == TIMELINE_HEAD:
+                    lane.tail = deque(maxlen=TIMELINE_TAIL)
             else:
                 if len(lane.tail) == TIMELINE_TAIL:
                     lane.omitted += 1
@@ -278,7 +288,7 @@ class _Pass:
         group.count += 1
         if len(group.examples) < EXAMPLES:
             group.examples.append(evidence_of(call))
-        self.rules.failure(call, self._tgid(call.pid), path, request)
+        self.rules.failure(call, self._tgid(call.pid), path, request, group.expected)
         if group.expected is None and len(lane.marks) < MAX_MARKS:
             label = f"{call.name} {call.errno}" + (f" {path}" if path else "")
             lane.marks.append(Mark(call.time, "failure", label, call.line_no))

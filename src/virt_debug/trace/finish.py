@@ -84,7 +84,7 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
     result.files = sorted(run.files.values(), key=lambda f: (-f.failed, -f.ok, f.path))
     for tid, lane in run.lanes.items():
         known = tracker.threads.get(tid)
-        calls = lane.head + list(lane.tail)
+        calls = lane.head + list(lane.tail or ())
         result.timeline.append(
             Lane(tid, known.comm if known else None, calls, lane.marks, lane.omitted)
         )

@@ -7,7 +7,7 @@ event.
 """
 
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, Any
 
 from virt_debug.trace import syntax
 from virt_debug.trace.model import Event, Exit, Syscall, Unparsed
@@ -30,10 +30,11 @@ class FileReader(RecordReader):
     def events(self, lines: Iterable[str], handle: IO | None = None) -> Iterator[Event]:
         """Events of ``lines``; each held back until no ``-k`` frame can follow it.
 
-        The common line, a complete call (``PID TIME name(args) = result <T>``, each
-        part but the call optional), is read inline with ``str`` methods: this loop
-        is most of the time ``analyze`` takes. Everything else goes to ``_slow``.
-        ``handle``, when given, is closed at the end.
+        The common line, a call or one of its halves (``PID TIME name(args) =
+        result <T>``, each part but the call optional), is read inline with ``str``
+        methods, and its body once per distinct text: this loop is most of the time
+        ``analyze`` takes. Everything else goes to ``_slow``. ``handle``, when
+        given, is closed at the end.
         """
         try:
             ready = self._ready
@@ -47,6 +48,7 @@ class FileReader(RecordReader):
             line_no = 0
             fast = self.fast
             valid_time = TIMESTAMP.fullmatch
+            bodies: dict[str, _Body | tuple[()]] = {}
             for line_no, line in enumerate(lines, 1):
                 line = line.rstrip("\r\n")
 
@@ -67,29 +69,7 @@ class FileReader(RecordReader):
                     ts = None
                     body = rest
 
-                # The body: "name(args) = result", or its halves "name(args <unfinished
-                # ...>" and "<... name resumed>args) = result"; the arguments end at the
-                # last " = " that follows a ")" and comes before a result.
-                if body[:4] == "<...":
-                    end = body.find(" resumed>")
-                    name = body[4:end].lstrip(" ")
-                    text = body[end + 9 :]
-                    if text[:1] == " ":
-                        text = text[1:]
-                    resumed = True
-                else:
-                    end = body.find("(")
-                    name = body[:end]
-                    text = body[end + 1 :]
-                    resumed = False
-                if (
-                    end <= 0
-                    or not fast
-                    or self._carry is not None
-                    or not name.isidentifier()
-                    or "\x1b" in line
-                    or text[:13] == "<unavailable>"
-                ):
+                if not fast or self._carry is not None:
                     self._slow(line, line_no)
                     minute = ""  # it may have moved the day on
                     if ready:
@@ -97,41 +77,35 @@ class FileReader(RecordReader):
                         ready.clear()
                     continue
 
-                unfinished = not resumed and text.endswith(" <unfinished ...>")
-                readable = True
-                if not unfinished:
-                    cut = text.rfind(" = ")
-                    close = cut - 1
-                    if cut > 0 and text[close] != ")":
-                        close = len(text[:cut].rstrip(" ")) - 1
-                    result = text[cut + 3 :]
-                    if ATTACH in result:
-                        close = -1  # "... = 0strace: Process 9 attached": careful way
-                    duration = None
-                    if result[-1:] == ">":
-                        k = result.rfind(" <")
-                        if k > 0 and "0" <= result[k + 2 : k + 3] <= "9":
-                            try:
-                                duration = float(result[k + 2 : -1])
-                                result = result[:k]
-                            except ValueError:
-                                pass
-                    retval: int | None
-                    if result.isdecimal():
-                        retval = int(result)
-                        errno = errmsg = injected = None
-                        readable = True
-                    else:
-                        retval, errno, errmsg, injected = syntax.parse_result(result)
-                        readable = retval is not None or result[:1] == "?"
-                    if cut < 0 or close < 0 or text[close] != ")":
-                        readable = False  # not a call after all: the careful way
+                # The body without its -T duration repeats line after line in a
+                # busy trace (the same write to the same eventfd): read each once.
+                duration = None
+                key = body
+                if body[-1:] == ">":
+                    k = body.rfind(" <")
+                    if k > 0 and "0" <= body[k + 2 : k + 3] <= "9":
+                        try:
+                            duration = float(body[k + 2 : -1])
+                            key = body[:k]
+                        except ValueError:
+                            pass
+                parsed: Any = bodies.get(key)
+                if parsed is None:
+                    parsed = _read_body(key)
+                    if len(bodies) >= _BODIES:
+                        bodies.clear()
+                    bodies[key] = parsed
+                if not parsed:
+                    self._slow(line, line_no)
+                    minute = ""  # it may have moved the day on
+                    if ready:
+                        yield from ready
+                        ready.clear()
+                    continue
+                (name, resumed, unfinished, args, result, retval, errno, errmsg,
+                 injected) = parsed  # fmt: skip
 
-                # The time last: it moves state (-r sums, the day) only for lines
-                # that are read here.
                 try:
-                    if not readable:
-                        raise ValueError(line)
                     if ts is None:
                         time = None
                     elif valid_time(ts) is None:
@@ -153,8 +127,8 @@ class FileReader(RecordReader):
 
                 if unfinished:
                     call = Syscall(
-                        source, line_no, this_pid, time, name, text[:-17], "", None,
-                        None, None,
+                        source, line_no, this_pid, time, name, args, "", None, None,
+                        None,
                     )  # fmt: skip
                     self._start(call)
                     fast_records += 1
@@ -163,10 +137,6 @@ class FileReader(RecordReader):
                         yield from ready
                         ready.clear()
                     continue
-                args = text[:close]
-                if args[-1:] == ">" and args.endswith("<unfinished ...>"):
-                    args = args[:-16].removesuffix(" ")
-
                 if resumed:
                     call = self._finish(
                         this_pid, name, args, result, retval, errno, errmsg, duration,
@@ -218,7 +188,7 @@ class FileReader(RecordReader):
             self._total.add(self.stats)
 
     def _slow(self, line: str, line_no: int) -> None:
-        """Every line the fast regex does not take: its events go to ``_ready``."""
+        """Every line the inline path does not take: its events go to ``_ready``."""
         stats = self.stats
         prefix = PREFIX.match
         if line[-1:] == "\r":
@@ -307,3 +277,60 @@ class FileReader(RecordReader):
             self._held = event
         elif event is not None:
             self._ready.append(event)
+
+
+_BODIES = 4096  # bodies remembered at most; the memory stays bounded
+# name, resumed, unfinished, args, result, retval, errno, errmsg, injected
+_Body = tuple[str, bool, bool, str, str, int | None, str | None, str | None, str | None]
+
+
+def _read_body(body: str) -> _Body | tuple[()]:
+    """The parts of a call's text without its -T duration, or () when the careful
+    path must read it.
+
+    The body is "name(args) = result", or one of its halves "name(args <unfinished
+    ...>" and "<... name resumed>args) = result"; the arguments end at the last
+    " = " that follows a ")" and comes before a result.
+    """
+    if body[:4] == "<...":
+        end = body.find(" resumed>")
+        name = body[4:end].lstrip(" ")
+        text = body[end + 9 :]
+        if text[:1] == " ":
+            text = text[1:]
+        resumed = True
+    else:
+        end = body.find("(")
+        name = body[:end]
+        text = body[end + 1 :]
+        resumed = False
+    if (
+        end <= 0
+        or not name.isidentifier()
+        or "\x1b" in body
+        or text[:13] == "<unavailable>"
+    ):
+        return ()
+
+    if not resumed and text.endswith(" <unfinished ...>"):
+        return name, False, True, text[:-17], "", None, None, None, None
+
+    cut = text.rfind(" = ")
+    close = cut - 1
+    if cut > 0 and text[close] != ")":
+        close = len(text[:cut].rstrip(" ")) - 1
+    result = text[cut + 3 :]
+    if cut < 0 or close < 0 or text[close] != ")" or ATTACH in result:
+        return ()  # "... = 0strace: Process 9 attached" and the like
+    retval: int | None
+    if result.isdecimal():
+        retval = int(result)
+        errno = errmsg = injected = None
+    else:
+        retval, errno, errmsg, injected = syntax.parse_result(result)
+        if retval is None and result[:1] != "?":
+            return ()
+    args = text[:close]
+    if args[-1:] == ">" and args.endswith("<unfinished ...>"):
+        args = args[:-16].removesuffix(" ")
+    return name, resumed, False, args, result, retval, errno, errmsg, injected

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from virt_debug.trace import syntax
 from virt_debug.trace.model import Syscall
-from virt_debug.trace.redact import payload
+from virt_debug.trace.redact import payload_cut
 from virt_debug.trace.strings import REDACTED
 
 MAX_MESSAGES = 200
@@ -60,8 +60,9 @@ class MonitorLog:
             return
         if call.retval is None or call.retval <= 0:
             return
-        if data is None:
-            data = payload(name, call.args)
+        cut = False
+        if data is None or call.args.find('"...') >= 0:
+            data, cut = payload_cut(name, call.args)
         if not data:
             return
         num = syntax.leading_int(call.args)
@@ -81,7 +82,9 @@ class MonitorLog:
             self._emit(pending[1], num[0], inbound, bytes(buf[:end]), False)
             del buf[: end + 1]
             pending = self._open[key] = (buf, call)
-        if len(buf) > MAX_MESSAGE:
+        if cut or len(buf) > MAX_MESSAGE:
+            # strace cut the data (-s) or no newline came: the rest is unknown, so
+            # the message ends here, marked, and the next call starts a new one.
             self._emit(pending[1], num[0], inbound, bytes(buf), True)
             buf.clear()
         if not buf:

@@ -42,6 +42,7 @@ _SEARCH_PARTS = (
     "/share/ipxe/",
     "/lib/ipxe/",
     "/usr/share/zoneinfo",
+    "/charset.alias",
 )
 _OPTIONAL_ROOTS = ("/etc/", "/proc/", "/sys/", "/selinux")
 _LIBRARY = re.compile(r"\.so(\.|$)")
@@ -76,6 +77,8 @@ def expected_reason(call: Syscall) -> str | None:
         return "would block (non-blocking I/O)" if name != "futex" else "futex race"
     if name in _WAITS and errno in ("ETIMEDOUT", "EINTR"):
         return "wait timed out or interrupted"
+    if name == "rt_sigreturn":
+        return "the interrupted call's own result, returned by the signal handler"
 
     path = call.path
     if errno == "ENOENT" and path is not None:
@@ -100,7 +103,11 @@ def expected_reason(call: Syscall) -> str | None:
         return "a directory probed as a file"
     if name == "ioctl":
         return _ioctl_reason(call.args, errno)
-    if name == "seccomp" and errno == "EFAULT" and call.args.endswith("NULL"):
+    if (
+        name == "seccomp"
+        and errno in ("EFAULT", "EINVAL")
+        and call.args.endswith("NULL")
+    ):
         return "libseccomp feature probe"
     if name == "getpeername" and errno == "ENOTCONN":
         return "listening socket has no peer"
@@ -118,4 +125,6 @@ def _ioctl_reason(args: str, errno: str) -> str | None:
         return "tap feature probe before TUNSETIFF"
     if errno == "EINTR" and "KVM_RUN" in args:
         return "vCPU kicked out of KVM_RUN"
+    if errno == "EINVAL" and "KVM_KVMCLOCK_CTRL" in args:
+        return "the guest does not use kvmclock (yet)"
     return None

@@ -157,7 +157,7 @@ def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
             yield early
         if current is not None:
             yield current
-        if not held:
+        if not held and pid not in children and type(event) is not Note:
             # Every line has a pid column (strace -f -o FILE): nothing to resolve.
             yield from events
             return

@@ -270,10 +270,17 @@ class Redactor:
 
 def payload(name: str, args: str) -> bytes:
     """The bytes a read or write call carried, as far as strace printed them."""
+    return payload_cut(name, args)[0]
+
+
+def payload_cut(name: str, args: str) -> tuple[bytes, bool]:
+    """The bytes a read or write call carried, and whether strace cut them (-s)."""
     if name in ("recvmsg", "sendmsg", "readv", "writev"):
-        return b"".join(unescape(m.group(1)[1:-1]) for m in _IOV.finditer(args))
+        found = list(_IOV.finditer(args))
+        data = b"".join(unescape(m.group(1)[1:-1]) for m in found)
+        return data, any(args.startswith("...", m.end()) for m in found)
     start = args.find(', "')
     if start < 0:
-        return b""
+        return b"", False
     m = LITERAL.match(args, start + 2)
-    return unescape(m.group(1)) if m else b""
+    return (unescape(m.group(1)), m.group(2) is not None) if m else (b"", False)

@@ -4,7 +4,7 @@ Each rule watches the failed calls (and fatal signals) of the QEMU process for o
 well-known cause: /dev/kvm, disk and firmware images, tap and vhost devices, huge
 pages, memory locking, KVM ioctls, the seccomp sandbox, crashes. A rule that fires
 is scored; QEMU's own error message confirming it (its stderr names the device,
-path or error) raises the score, a QEMU that ended well lowers it.
+path or error) raises the score; when QEMU exited with 0, only confirmed hints stay.
 """
 
 import os
@@ -109,11 +109,19 @@ class Collector:
         return path is not None and os.path.normpath(path) in self.images
 
     def failure(
-        self, call: Syscall, tgid: int, path: str | None, request: str | None
+        self,
+        call: Syscall,
+        tgid: int,
+        path: str | None,
+        request: str | None,
+        expected: str | None = None,
     ) -> None:
-        """A failed call (expected noise included: a rule may still want it)."""
+        """A failed call; ``expected`` says why it is noise (the image rule still
+        wants those: QEMU's search for a firmware file named on its command line)."""
         rule = self._rule(call, path, request)
-        if rule is None:
+        if rule is None or (
+            expected is not None and rule in ("kvm-ioctl", "tap-vhost")
+        ):
             return
         # One finding per thing that failed: an image's stat and open failures are
         # the same story, told best by the open.
@@ -216,10 +224,10 @@ class Collector:
                 )
             )
 
-        ended_well = ended_code == 0 and ended_signal is None
-        for hint in out:
-            if ended_well and not hint.confirmed:
-                hint.score -= 50
+        # A QEMU that exited with 0 did not fail: only what its own messages
+        # complain about is worth a hint then.
+        if ended_code == 0 and ended_signal is None:
+            out = [hint for hint in out if hint.confirmed]
         for hint in out:
             hint.evidence.sort(key=lambda e: (e.source, e.line))
         out.sort(key=lambda h: (-h.score, _first_time(h)))

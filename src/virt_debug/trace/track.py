@@ -62,8 +62,8 @@ class Tracker:
         self.first_pid: int | None = None
         self._fds: dict[int, dict[int, str]] = {}  # tgid -> fd -> path
         self._cloexec: dict[int, set[int]] = {}  # tgid -> fds closed on execve
-        # fd text -> (its last decoration as printed, (fd, the path in it))
-        self._decorations: dict[str, tuple[str, tuple[int, str]]] = {}
+        # argument text -> (its first fd, the path -y showed for it)
+        self._first_args: dict[str, tuple[int | None, str | None]] = {}
         self._handlers = dict(_HANDLERS)
 
     def feed(self, event: Event) -> Event:
@@ -130,46 +130,30 @@ class Tracker:
         name = call.name
         args = call.args
 
-        # Which fd the call acts on: "-y" shows it, else look it up.
-        if "0" <= args[:1] <= "9" and name not in calls.NO_FD_FIRST:
-            first = args.partition(",")[0]
-            if first.isdecimal():
-                call.fd = fd = int(first)
+        # Which fd the call acts on: "-y" shows it, else look it up. The same
+        # arguments come back call after call: read each text once.
+        if "0" <= args[:1] <= "9" and name not in _NO_FD_FIRST:
+            first = self._first_args.get(args)
+            if first is None:
+                first = _first_arg(args)
+                if len(self._first_args) >= 4096:
+                    self._first_args.clear()
+                self._first_args[args] = first
+            fd, shown = first
+            call.fd = fd
+            if shown is not None:
+                call.fd_path = shown
+            elif fd is not None:
                 table = self._fds.get(thread.tgid)
                 if table:
                     call.fd_path = table.get(fd)
-            else:
-                # Decorations repeat call after call: remember the last per fd.
-                seen = self._decorations.get(first[: first.find("<")])
-                if seen is not None and args.startswith(seen[0]):
-                    call.fd, call.fd_path = seen[1]
-                else:
-                    self._first_fd(thread, call)
 
-        if name in calls.PATH_CALLS and '"' in args:
+        if name in _PATH_CALLS and '"' in args:
             call.path = syntax.first_quoted(args)
 
         handler = self._handlers.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
-
-    def _first_fd(self, thread: Thread, call: Syscall) -> None:
-        args = call.args
-        num = syntax.leading_int(args)
-        if num is None:
-            return
-        call.fd, end = num
-        if args[end : end + 1] != "<":
-            table = self._fds.get(thread.tgid)
-            call.fd_path = table.get(call.fd) if table else None
-            return
-        found = syntax.fd_decoration(args, end)
-        if found is None:
-            return
-        call.fd_path = found[0]
-        if len(self._decorations) > 4096:
-            self._decorations.clear()
-        self._decorations[args[:end]] = (args[: found[1]], (call.fd, found[0]))
 
     # -- fd table --------------------------------------------------------------
 
@@ -361,6 +345,20 @@ class Tracker:
                 self._thread(target, None).comm = name.removesuffix("\\n")
 
 
+def _first_arg(args: str) -> tuple[int | None, str | None]:
+    """The fd a call's first argument names, and the path -y printed with it."""
+    num = syntax.leading_int(args)
+    if num is None:
+        return None, None
+    fd, end = num
+    if args[end : end + 1] != "<":
+        return fd, None
+    found = syntax.fd_decoration(args, end)
+    return fd, found[0] if found else None
+
+
+_NO_FD_FIRST = calls.NO_FD_FIRST
+_PATH_CALLS = calls.PATH_CALLS
 _HANDLERS = {name: Tracker._on_open for name in calls.OPENS}
 _HANDLERS.update({name: Tracker._on_dup for name in calls.DUPS})
 _HANDLERS.update({name: Tracker._on_new_fd for name in calls.ANON_FDS})

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -73,9 +74,21 @@ def connect(conn: Connection) -> Kube:
             if not namespace and os.path.exists(SERVICE_ACCOUNT_NAMESPACE):
                 with open(SERVICE_ACCOUNT_NAMESPACE) as f:
                     namespace = f.read().strip()
-    except (ConfigException, OSError, ValueError) as e:
+    except (
+        ConfigException,
+        OSError,
+        ValueError,
+        # A kubeconfig that is not YAML, or YAML of the wrong shape, reaches the
+        # loader's dict lookups as is.
+        yaml.YAMLError,
+        TypeError,
+        AttributeError,
+        KeyError,
+    ) as e:
+        where = f" from {config_file}" if config_file else ""
+        detail = " ".join(str(e).split()) or type(e).__name__
         raise KubernetesError(
-            f"cannot load the cluster configuration: {e}",
+            f"cannot load the cluster configuration{where}: {detail}",
             hint="pass --kubeconfig or set KUBECONFIG, or run inside a pod",
         ) from e
     log.debug("connecting to %s", api_client.configuration.host)
@@ -176,7 +189,22 @@ class Kube:
         data = response.data or b""
         if not as_json:
             return data.decode("utf-8", "replace")
-        return json.loads(data) if data.strip() else None
+        if not data.strip():
+            return None
+        try:
+            parsed = json.loads(data)
+        except ValueError as e:
+            parsed = e
+        if not isinstance(parsed, dict):
+            # Every answer of the API is a JSON object; anything else comes from
+            # something in between (a proxy's error page, a wrong --server).
+            shown = " ".join(data[:80].decode("utf-8", "replace").split())
+            raise KubernetesError(
+                f"{method} {path}: the server at {self.host} did not answer with "
+                f"a Kubernetes object: {shown!r}",
+                hint="check that the kubeconfig points at the API server itself",
+            )
+        return parsed
 
     def get(self, path: str) -> dict[str, Any] | None:
         """The object at ``path``, or None if it does not exist."""

@@ -22,7 +22,12 @@ from virt_debug.backends.kubevirt import client as api
 from virt_debug.backends.kubevirt import power, restore, volume
 from virt_debug.backends.kubevirt import preflight as checks
 from virt_debug.backends.kubevirt.client import Kube
-from virt_debug.backends.kubevirt.objects import QEMU, feature_gate_patch
+from virt_debug.backends.kubevirt.objects import (
+    QEMU,
+    feature_gate_patch,
+    label_value,
+    name_problem,
+)
 from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
 from virt_debug.errors import Interrupted, UsageError
@@ -73,6 +78,7 @@ class Session:
         self.vm = vm
         self.namespace = namespace or kube.namespace
         self.options = options or Options()
+        check_names(self.vm, self.namespace, self.options.claim)
         self.report = report
         self.outcome: power.Outcome | None = None
         self.known_events: set[str] = set()
@@ -381,13 +387,14 @@ class Session:
             roles = {"helper": "Pod", "hook": "ConfigMap"}
             if self.options.delete_pvc:
                 roles["tools"] = "PersistentVolumeClaim"
+            vm_label = label_value(self.vm)
             for role, kind in roles.items():
                 for item in self.kube.list(
                     api.core(self.namespace, PLURALS[kind]),
-                    label_selector=f"virt-debug/vm={self.vm},virt-debug/role={role}",
+                    label_selector=f"virt-debug/vm={vm_label},virt-debug/role={role}",
                 ):
                     labels = item["metadata"].get("labels") or {}
-                    if labels.get("virt-debug/vm") == self.vm and (
+                    if labels.get("virt-debug/vm") == vm_label and (
                         labels.get("virt-debug/role") == role
                     ):
                         changes.delete(kind, item["metadata"]["name"])
@@ -396,6 +403,23 @@ class Session:
             changes, keep_pvc=not self.options.delete_pvc, restart_back=restart_back
         )
         return changes.plan()
+
+
+def check_names(vm: str, namespace: str, claim: str = "") -> None:
+    """Refuse names the API would not hold: they end up in request paths."""
+    for what, name, label in (
+        ("VM name", vm, False),
+        ("namespace", namespace, True),
+        ("--pvc", claim, True),
+    ):
+        if what == "--pvc" and not claim:
+            continue
+        problem = name_problem(name, label=label)
+        if problem:
+            raise UsageError(
+                f"{what} {name!r} is not valid: {problem}",
+                hint="`kubectl get vms -A` lists the VMs and their namespaces",
+            )
 
 
 def default_output(vm: str) -> Path:

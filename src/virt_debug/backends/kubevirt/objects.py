@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +68,53 @@ class Layout:
         return f"{self.outputs}/{self.run_id}" if self.run_id else self.outputs
 
 
-def object_name(vm: str, suffix: str, limit: int = 63) -> str:
-    """``virt-debug-<vm>-<suffix>``, shortened with a hash when too long for a label."""
-    name = f"virt-debug-{vm}-{suffix}" if suffix else f"virt-debug-{vm}"
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+# Kubernetes' own name rules: VM and ConfigMap names are DNS subdomains, namespaces
+# and pod volume names DNS labels (KubeVirt names the launcher pod's volumes after
+# the hook's ConfigMap and PVC, so those must be labels too).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(rf"{DNS_LABEL.pattern}(\.{DNS_LABEL.pattern})*")
+
+
+def name_problem(name: str, *, label: bool = False) -> str:
+    """Why ``name`` cannot name an object (a DNS label with ``label``); "" if it can."""
+    limit, pattern = (63, DNS_LABEL) if label else (253, DNS_SUBDOMAIN)
+    kind = "DNS label" if label else "DNS subdomain"
+    if not name:
+        return "it is empty"
+    if len(name) > limit:
+        return f"it is {len(name)} characters long, over the {limit} of a {kind}"
+    if not pattern.fullmatch(name):
+        return (
+            f"it is not a {kind}: lowercase letters, digits and '-'"
+            + ("" if label else " or '.'")
+            + ", starting and ending with a letter or digit"
+        )
+    return ""
+
+
+def _shortened(text: str, limit: int, changed: bool) -> str:
+    # A hash of the original keeps shortened or rewritten names apart.
+    if len(text) <= limit and not changed:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     keep = limit - len(digest) - 1
-    return f"{name[:keep].rstrip('-.')}-{digest}"
+    head = re.sub(r"[^a-z0-9]+$", "", text[:keep].replace(".", "-"))
+    return f"{head}-{digest}" if head else digest
+
+
+def object_name(vm: str, suffix: str, limit: int = 63) -> str:
+    """``virt-debug-<vm>-<suffix>`` as a DNS label, shortened with a hash if needed.
+
+    Dots of a VM name become dashes (volume names cannot have them), with the hash
+    telling ``a.b`` and ``a-b`` apart.
+    """
+    name = f"virt-debug-{vm}-{suffix}" if suffix else f"virt-debug-{vm}"
+    return _shortened(name, limit, "." in name)
+
+
+def label_value(vm: str) -> str:
+    """The VM's name as a label value (at most 63 characters)."""
+    return _shortened(vm, 63, False)
 
 
 @dataclass(frozen=True)
@@ -101,7 +141,7 @@ class Names:
 
 
 def labels(vm: str, role: str) -> dict[str, str]:
-    return {**MANAGED_BY, VM_LABEL: vm[:63], ROLE_LABEL: role}
+    return {**MANAGED_BY, VM_LABEL: label_value(vm), ROLE_LABEL: role}
 
 
 def pvc(

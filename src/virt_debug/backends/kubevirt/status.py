@@ -10,6 +10,7 @@ from virt_debug.backends.kubevirt.objects import (
     SIDECAR_ANNOTATION,
     Names,
     is_ours,
+    label_value,
     parse_sidecars,
     template_annotations,
 )
@@ -34,7 +35,8 @@ def describe(kube: Kube, namespace: str, vm_name: str) -> dict[str, Any]:
     helpers = [
         p["metadata"]["name"]
         for p in kube.list(
-            api.core(namespace, "pods"), label_selector=f"virt-debug/vm={vm_name}"
+            api.core(namespace, "pods"),
+            label_selector=f"virt-debug/vm={label_value(vm_name)}",
         )
         if (p["metadata"].get("labels") or {}).get("virt-debug/role") == "helper"
     ]

@@ -142,6 +142,7 @@ def recover(conn, target: Target) -> Target:
     log.warning("%s: restoring the definition an interrupted run left", target.name)
     xml = saved.read_text(encoding="utf-8")
     define(conn, xml, what="restore the definition saved by an interrupted run")
+    saved.unlink()
     return Target(
         target.name, xml, xml, _emulator_of(_parse(xml, str(saved))), target.source
     )

@@ -102,14 +102,19 @@ def place(
     work.mkdir(parents=True, exist_ok=True)
     home = _cache_dir() / "virt-debug" / "wrappers"
     home = home / f"{debugger}-{_key(debugger, emulator, full, extra_args)}"
-    home.mkdir(parents=True, exist_ok=True)
-    lock = _take(home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        lock = _take(home)
+        if lock is not None:
+            _point(home / "output", output.resolve())
+    except OSError as e:
+        log.info("cannot use %s (%s): this run probes its own wrapper", home, e)
+        lock = None
 
     if lock is not None:
-        _point(home / "output", output.resolve())
         traces_to = home / "output"
     else:
-        log.info("%s is in use by another run: this run probes its own wrapper", home)
+        log.info("%s is not free: this run probes a wrapper of its own", home)
         home = work
         traces_to = output.resolve()
     text = render_wrapper(

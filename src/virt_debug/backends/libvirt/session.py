@@ -156,6 +156,8 @@ def run(
             finally:
                 placement.release()
 
+        if result.restore_error:
+            raise LibvirtError(result.restore_error)
         if stop.requested and result.ended_by != "interrupted":
             # Ctrl-C before tracing began: nothing to explain, everything undone.
             raise Interrupted(
@@ -169,7 +171,7 @@ def _traced_start(
     conn, target, options, progress, watch, stop, result, placement: Placement
 ) -> None:
     output = options.output
-    progress.phase("probing", f"libvirt probes the wrapper for {target.name}")
+    progress.phase("probing", f"defining {target.name} through the hook")
     domain.save_copy(target, placement.saved_xml(target.name))
     visible = target.saved_xml or target.xml
     (output / "domain.xml").write_text(_without_secrets(visible), encoding="utf-8")
@@ -242,5 +244,8 @@ def _finish(
             domain.restore(conn, target)
             placement.saved_xml(target.name).unlink(missing_ok=True)
         except LibvirtError as e:
+            saved = placement.saved_xml(target.name)
             result.restore_error = str(e)
+            if target.saved_xml is not None and saved.exists():
+                result.restore_error += f"; put it back with `virsh define {saved}`"
             log.error("%s", e)

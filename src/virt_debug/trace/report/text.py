@@ -177,7 +177,8 @@ class _Writer:
         )
         for message in a.monitor[-count:]:
             arrow = "->" if message.direction == "in" else "<-"
-            self.para(f"{message.line} {arrow} {message.text}", 2, hang=4)
+            cut = " [...]" if message.truncated else ""
+            self.para(f"{message.line} {arrow} {message.text}{cut}", 2, hang=4)
 
     def _source(self) -> str:
         return self.a.sources[0] if self.a.sources else ""

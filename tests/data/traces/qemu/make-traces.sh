@@ -73,3 +73,6 @@ print(cmd({"execute": "quit"}))
 PY
 wait
 rm -f qmp.sock
+
+# a healthy KVM guest with two vCPUs, stopped by SIGTERM after 3 seconds (QEMU exits 0)
+timeout -s TERM 3 $S -o kvm-ok.strace $Q -accel kvm -smp 2 -M q35 2>qemu.err

@@ -1,0 +1,364 @@
+"""Hostile and unusual input to the KubeVirt side, against the local API server over
+real HTTP: invalid names, broken kubeconfigs, API answers that are errors or not
+JSON, Ctrl-C at each phase. Each must end in one line, no traceback, and the VM as
+it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import threading
+
+import kmock
+import pytest
+import yaml
+
+from kube_server import CONFIGMAPS, PODS, PVCS, SUBRESOURCES, VM, VMI, KubeServer
+from kubevirt_fake import example_vm, kubevirt_cr
+from test_kubevirt_flows import CLAIM, NS, Cluster
+from virt_debug.backends.kubevirt.client import Connection, connect
+from virt_debug.backends.kubevirt.objects import DNS_LABEL, SIDECAR_ANNOTATION
+from virt_debug.cli import main as cli_main
+from virt_debug.errors import Interrupted, KubernetesError
+
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    (tmp_path / "pvc").mkdir()
+    with KubeServer({CLAIM: tmp_path / "pvc"}) as server:
+        yield Cluster(server, tmp_path, kubevirt_cr("v1.3.0"))
+        assert not server.errors, server.errors
+
+
+def invoke(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        cli_main.main(list(args))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("virt-debug:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def comparable(vm: dict) -> dict:
+    """The VM without what the server bumps on every write."""
+    vm = json.loads(json.dumps(vm))
+    vm["metadata"].pop("resourceVersion", None)
+    return vm
+
+
+# Names end up in request paths and in the names of what we create.
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["VM1"],
+        ["../kubevirts"],
+        ["a/b"],
+        ["vm1?x=1"],
+        ["vmé"],
+        [""],
+        ["a" * 254],
+        ["vm1", "-n", "../kube-system"],
+        ["vm1", "-n", "NS1"],
+        ["vm1", "-n", "a.b"],
+        ["vm1", "--pvc", "tools.v1"],
+    ],
+)
+def test_invalid_names_are_refused_before_anything_is_read(cluster, capsys, args):
+    before = comparable(cluster.add_vm())
+    requests = cluster.server.call(lambda: len(cluster.server.kmock._requests))
+    code, out, err = invoke(
+        capsys,
+        "kubevirt",
+        "run",
+        "strace",
+        *args,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--dry-run",
+    )
+    assert code == 2, err
+    assert "is not valid" in one_line_error(err)
+    assert out == ""
+    assert cluster.server.call(lambda: len(cluster.server.kmock._requests)) == requests
+    assert comparable(cluster.vm()) == before
+
+
+@pytest.mark.parametrize("name", ["web.prod", "a" * 63, "x." * 120 + "end"])
+def test_names_we_derive_are_dns_labels_even_for_long_or_dotted_vm_names(
+    cluster, capsys, name
+):
+    vm = example_vm(name, NS, running=False)
+    cluster.server.put(VM, NS, vm)
+    code, out, err = invoke(
+        capsys,
+        "kubevirt",
+        "run",
+        "strace",
+        name,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--dry-run",
+    )
+    assert code == 0, err
+    docs = list(yaml.safe_load_all(out))
+    ours = [d for d in docs if d["kind"] != "VirtualMachine"]
+    assert len(ours) == 4
+    for doc in ours:
+        # KubeVirt names the launcher pod's volumes after our ConfigMap and PVC.
+        assert DNS_LABEL.fullmatch(doc["metadata"]["name"]), doc["metadata"]["name"]
+        assert len(doc["metadata"]["name"]) <= 63
+        for value in doc["metadata"]["labels"].values():
+            assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
+    (traced,) = [d for d in docs if d["kind"] == "VirtualMachine"]
+    annotation = traced["spec"]["template"]["metadata"]["annotations"]
+    entry = json.loads(annotation[SIDECAR_ANNOTATION])[-1]
+    assert DNS_LABEL.fullmatch(entry["configMap"]["name"])
+    assert DNS_LABEL.fullmatch(entry["pvc"]["name"])
+
+
+def test_dotted_names_do_not_collide_with_dashed_ones():
+    from virt_debug.backends.kubevirt.objects import Names, label_value
+
+    dotted, dashed = Names("web.prod"), Names("web-prod")
+    assert dotted.hook_configmap != dashed.hook_configmap
+    assert dotted.volume != dashed.volume
+    # Names without dots or excess length stay as they always were.
+    assert dashed.hook_configmap == "virt-debug-web-prod-hook"
+    assert label_value("web.prod") == "web.prod"
+
+
+def test_detach_without_a_record_finds_our_objects_of_a_long_named_vm(cluster):
+    name = "v" * 70
+    cluster.server.put(VM, NS, example_vm(name, NS, running=False))
+    session = cluster.session(name)
+    changes = session._changes(resume=True)
+    changes.persist = False
+    from virt_debug.backends.kubevirt.objects import hook_configmap
+
+    changes.create(hook_configmap(changes.record.names.hook_configmap, NS, name, "x"))
+    assert [n for n in cluster.server.names(CONFIGMAPS, NS) if "virt-debug" in n]
+    cluster.session(name).detach()
+    assert not [n for n in cluster.server.names(CONFIGMAPS, NS) if "virt-debug" in n]
+
+
+# The connection: kubeconfigs of every kind of broken.
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "apiVersion: v1\nclusters: [\n  - : :\n",
+        "just a string\n",
+        "- 1\n- 2\n",
+        "",
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n",
+    ],
+)
+def test_broken_kubeconfig_is_one_line(tmp_path, capsys, content):
+    config = tmp_path / "config"
+    config.write_text(content)
+    code, _, err = invoke(
+        capsys, "kubevirt", "status", "vm1", "--kubeconfig", str(config)
+    )
+    assert code == 4, err
+    assert "cannot load the cluster configuration" in one_line_error(err)
+
+
+def test_missing_context_and_missing_file_are_one_line(cluster, tmp_path, capsys):
+    code, _, err = invoke(
+        capsys,
+        "kubevirt",
+        "status",
+        "vm1",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--context",
+        "nope",
+    )
+    assert code == 4 and "nope" in one_line_error(err)
+    code, _, err = invoke(
+        capsys, "kubevirt", "status", "vm1", "--kubeconfig", str(tmp_path / "none")
+    )
+    assert code == 4 and "cannot load" in one_line_error(err)
+
+
+def test_connection_refused_is_one_line(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = type("S", (), {"url": f"http://127.0.0.1:{port}"})()
+    config = KubeServer.kubeconfig(server, tmp_path / "config")
+    code, _, err = invoke(
+        capsys, "kubevirt", "status", "vm1", "--kubeconfig", str(config)
+    )
+    assert code == 4
+    assert "cannot reach the API server" in one_line_error(err)
+
+
+def test_a_server_that_never_answers_times_out_with_one_error(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        server = type("S", (), {"url": url})()
+        config = KubeServer.kubeconfig(server, tmp_path / "config")
+        kube = connect(Connection(kubeconfig=str(config), request_timeout=0.3))
+        with pytest.raises(KubernetesError, match="cannot reach the API server"):
+            kube.get("/api/v1/namespaces/ns1/configmaps/x")
+    finally:
+        stop.set()
+        thread.join()
+        for sock in held:
+            sock.close()
+        listener.close()
+
+
+def react(cluster, method: str, resource, when, answer, *, nth: int = 0) -> None:
+    """Answer the requests ``when(request)`` picks with ``answer`` (a status code, a
+    body, or a callable); with ``nth``, only the nth of them (from 1)."""
+    seen: list[int] = []
+
+    def picked(request) -> bool:
+        if not when(request):
+            return False
+        if request.id not in seen:
+            seen.append(request.id)
+        return not nth or seen.index(request.id) + 1 == nth
+
+    def install() -> None:
+        if isinstance(resource, str):
+            view = cluster.server.kmock[method, kmock.resource(resource), picked]
+        else:
+            view = cluster.server.kmock[method, resource, picked]
+        if callable(answer):
+            view << answer
+        else:
+            view << 200 << answer
+
+    cluster.server.call(install)
+
+
+def refuse(status: int, reason: str):
+    def answer(request):
+        raise kmock.KubernetesError(
+            status=status, reason=reason, message=f"refused by the test ({status})"
+        )
+
+    return answer
+
+
+# API answers that are not what a Kubernetes API server sends.
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"[1, 2]", b"42"])
+def test_answers_that_are_not_objects_midway_restore_the_vm(cluster, tmp_path, body):
+    before = comparable(cluster.add_vm())
+    # The helper pod's status comes back as garbage: the PVC, the record and the
+    # hook ConfigMap exist by then.
+    react(cluster, "get", PODS, lambda r: "helper" in (r.name or ""), body)
+    with pytest.raises(
+        KubernetesError, match="did not answer with a Kubernetes object"
+    ):
+        cluster.session().run(tmp_path / "out")
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []
+
+
+# Refusals and Ctrl-C at each phase of a run: the VM ends as it was.
+
+ANY = lambda r: True  # noqa: E731
+PHASES = {
+    "create the PVC": ("post", PVCS, ANY, 1),
+    "create the hook ConfigMap": (
+        "post",
+        CONFIGMAPS,
+        lambda r: (r.data or {}).get("metadata", {}).get("name", "").endswith("hook"),
+        1,
+    ),
+    "create the upload helper": ("post", PODS, ANY, 1),
+    "patch the VM": ("patch", VM, ANY, 1),
+    "restart the VM": ("put", SUBRESOURCES, lambda r: r.subresource == "restart", 1),
+    "follow the VMI": ("get", VMI, ANY, 3),
+    "wait while tracing": ("get", VMI, ANY, 8),
+    "restart the VM back": (
+        "put",
+        SUBRESOURCES,
+        lambda r: r.subresource == "restart",
+        2,
+    ),
+    "create the fetch helper": ("post", PODS, ANY, 2),
+    "delete a helper": ("delete", PODS, ANY, 1),
+}
+
+
+def check_as_it_was(cluster, before: dict, error: BaseException | None) -> None:
+    assert comparable(cluster.vm()) == before
+    if error is not None:
+        text = str(error)
+        assert "\n" not in text and "Traceback" not in text
+        if "the record stays" in text:
+            # Left for `detach`, which must then finish the job.
+            cluster.session().detach()
+    assert cluster.ours_left() == []
+
+
+@pytest.mark.parametrize("status", [403, 409, 500])
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_refusal_at_any_phase_leaves_the_vm_as_it_was(
+    cluster, tmp_path, phase, status
+):
+    before = comparable(cluster.add_vm())
+    method, resource, when, nth = PHASES[phase]
+    react(cluster, method, resource, when, refuse(status, "Refused"), nth=nth)
+    error = None
+    try:
+        cluster.session(duration=0.3).run(tmp_path / "out")
+    except KubernetesError as e:
+        error = e
+    check_as_it_was(cluster, before, error)
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_ctrl_c_at_any_phase_leaves_the_vm_as_it_was(cluster, tmp_path, phase):
+    before = comparable(cluster.add_vm())
+    method, resource, when, nth = PHASES[phase]
+
+    def interrupt(request):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    react(cluster, method, resource, when, interrupt, nth=nth)
+    error = None
+    try:
+        cluster.session(duration=0.3).run(tmp_path / "out")
+    except (Interrupted, KeyboardInterrupt, KubernetesError) as e:
+        error = e
+    check_as_it_was(cluster, before, error)
