@@ -168,6 +168,8 @@ def main() -> None:
                     work / f"{mode}-{n}" / "guest",
                     name=f"bench-{mode}",
                     accel=args.accel,
+                    # Halting, not powering off: the run ends once the line is seen.
+                    power_off=False,
                 )
                 chown_tree(work / f"{mode}-{n}", daemon.uid, daemon.gid)
                 if mode == "untraced":

@@ -172,7 +172,12 @@ def _guest_xml(
 ) -> str:
     from virt_debug.demo.guest import create_guest
 
-    guest = create_guest(directory, name=name, broken=broken, power_off=False)
+    # KVM when the daemon's user (not this root process) can open it, else TCG.
+    probe = local.daemon.as_user(["sh", "-c", "test -r /dev/kvm && test -w /dev/kvm"])
+    accel = "kvm" if subprocess.run(probe).returncode == 0 else "tcg"
+    guest = create_guest(
+        directory, name=name, broken=broken, power_off=False, accel=accel
+    )
     chown_tree(directory, local.uid, local.daemon.gid)
     root = ET.fromstring(guest.xml_path.read_text())
     if smbios:

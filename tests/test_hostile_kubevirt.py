@@ -20,10 +20,11 @@ from kube_server import CONFIGMAPS, PODS, PVCS, SUBRESOURCES, VM, VMI, KubeServe
 from kubevirt_fake import example_vm, kubevirt_cr
 from test_kubevirt_flows import CLAIM, NS, Cluster
 from virt_debug.backends.kubevirt.client import Connection, connect
-from virt_debug.backends.kubevirt.objects import DNS_LABEL, SIDECAR_ANNOTATION
+from virt_debug.backends.kubevirt.objects import SIDECAR_ANNOTATION
 from virt_debug.cli import main as cli_main
 from virt_debug.errors import Interrupted, KubernetesError
 
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
@@ -331,8 +332,15 @@ def check_as_it_was(cluster, before: dict, error: BaseException | None) -> None:
     assert cluster.ours_left() == []
 
 
-@pytest.mark.parametrize("status", [403, 409, 500])
-@pytest.mark.parametrize("phase", list(PHASES))
+REFUSALS = [(phase, 500) for phase in PHASES] + [
+    ("patch the VM", 403),
+    ("patch the VM", 409),
+    ("restart the VM", 409),
+    ("create the upload helper", 403),
+]
+
+
+@pytest.mark.parametrize("phase, status", REFUSALS)
 def test_a_refusal_at_any_phase_leaves_the_vm_as_it_was(
     cluster, tmp_path, phase, status
 ):
@@ -362,3 +370,59 @@ def test_ctrl_c_at_any_phase_leaves_the_vm_as_it_was(cluster, tmp_path, phase):
     except (Interrupted, KeyboardInterrupt, KubernetesError) as e:
         error = e
     check_as_it_was(cluster, before, error)
+
+
+# Odd timing and odd options.
+
+
+def test_a_guest_that_stops_between_two_polls_counts_as_traced(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.fake.guest_stops = True
+    # Running lasts one tick of the fake controller, far shorter than a poll.
+    session = cluster.session(until_stopped=True, duration=None, poll=0.5)
+    _, dest = session.run(tmp_path / "out")
+    assert session.outcome.running, cluster.lines
+    assert not any("failed" in line for line in cluster.lines)
+    assert list(dest.rglob("argv"))
+
+
+def test_fetch_without_a_pvc_says_so_and_creates_nothing(cluster, tmp_path):
+    cluster.add_vm()
+    with pytest.raises(KubernetesError, match="no PVC virt-debug-vm1"):
+        cluster.session().fetch(tmp_path / "out")
+    assert cluster.ours_left() == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_before_any_trace_and_from_an_empty_directory(cluster, tmp_path):
+    cluster.add_vm()
+    cluster.session().setup()
+    with pytest.raises(KubernetesError, match="nothing to fetch"):
+        cluster.session().fetch(tmp_path / "none", every_run=True)
+    assert not (tmp_path / "none").exists()
+
+    (cluster.pvc_dir / "vms" / "vm1" / "out").mkdir()
+    _, dest = cluster.session().fetch(tmp_path / "out", every_run=True)
+    assert dest.is_dir() and not list(dest.iterdir())
+    # setup's record stays until detach; no helper pod is left.
+    assert cluster.ours_left() == ["virt-debug-vm1-record"]
+
+
+@pytest.mark.parametrize("value", ["", "-5", "5x", "1e9", "nan", "5 m s"])
+def test_bad_durations_are_refused_before_anything_changes(cluster, capsys, value):
+    before = comparable(cluster.add_vm())
+    code, _, err = invoke(
+        capsys,
+        "kubevirt",
+        "run",
+        "strace",
+        "vm1",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--duration",
+        value,
+    )
+    assert code == 2, err
+    assert "is not a duration" in err and "Traceback" not in err
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []

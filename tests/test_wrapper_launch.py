@@ -307,3 +307,18 @@ def test_other_stop_signals_also_end_qemu(sig, work):
     assert wait_gone(pids, timeout=5) == []
     (launch,) = work.launch_dirs()
     assert (launch / "status").read_text() == f"signal {sig}\n"
+
+
+@pytest.mark.parametrize("sig", ["KILL", "ABRT"])
+def test_qemu_killed_from_outside_is_a_signal_status(sig, work):
+    # What the OOM killer or a crash looks like: QEMU itself dies of a signal.
+    sock = work.root / "qmp.sock"
+    proc = work.start(SHELLS["dash"], work.write_wrapper(), real_args(sock))
+    qmp = QMP(sock)
+    (pid,) = qemu_pids(str(sock))
+    os.kill(pid, getattr(signal, f"SIG{sig}"))
+    assert finish(proc, timeout=60) == 128 + getattr(signal, f"SIG{sig}")
+    qmp.close()
+    (launch,) = work.launch_dirs()
+    assert (launch / "status").read_text() == f"signal {sig}\n"
+    assert f"+++ killed by SIG{sig}" in (launch / "strace.log").read_text()

@@ -288,7 +288,8 @@ def run_command(debugger: str, vm: str, **kw: Any) -> None:
     """
     if kw["duration"] and kw["until_stopped"]:
         raise UsageError("choose one of --duration and --until-stopped")
-    duration = parse_duration(kw.pop("duration") or "30s")
+    given = kw.pop("duration")
+    duration = parse_duration("30s" if given is None else given)
     start_timeout = parse_duration(kw.pop("start_timeout"))
     session = _session(
         vm, kw, debugger=debugger, duration=duration, start_timeout=start_timeout

@@ -16,20 +16,26 @@ as uid 107 starting the demo guest, KVM, strace 6.1, QEMU 7.2, 2 cores, December
     recvmsg   14.0 %   QEMU reading libvirt's monitor commands one byte per call
     ppoll      0.5 %   the main loop; everything else together: 0.5 %
 
-Median start time against untraced (the machine was shared, so ratios moved between
-runs; the absolute overhead of the default mode is 0.1-0.6 s, mostly strace's fixed
-cost of following QEMU's ~1,600 remaining start-up calls and threads):
+Wall time of ``domain.create()`` against untraced (medians of 5-11 rounds; the
+machine was shared with other test runs at load 5-7, so ratios moved between runs):
 
     --full (nothing left out)                   48-70x
     leaving out recvmsg,ppoll,poll,read         26-30x  (write kept: 970k stops)
-    leaving out recvmsg,poll,read,write          1.41x
-    leaving out recvmsg,ppoll,poll,read,write    1.16x, 1.22x (quiet), 1.69x (load 7)
+    leaving out recvmsg,poll,read,write          1.41x, 1.51x
+    leaving out recvmsg,ppoll,poll,read,write    1.16x, 1.22x, 1.41x, 1.69x
+
+CPU time is steadier under load (bench/strace_cpu_cost.py: QEMU q35/KVM to its main
+loop, 100 monitor commands, quit; untraced 0.09 s): default +0.08 s (of which the
+output options ``-tt -T -yy -Y -s 256`` +0.02-0.03 s), the set that keeps ``write``
++0.70 s, the one that keeps ``ppoll`` +0.13 s, ``--full`` +1.4-1.5 s. So the default's
+cost is a fixed ~0.1 s (strace itself and QEMU's ~1,600 start-up calls), not per
+monitor command: 1.03x on a 3.9 s start, up to ~1.2x on this demo's 0.6-0.9 s one.
 
 ``write`` had to go: it is the single largest source of stops and seccomp cannot
 filter by file descriptor. QEMU's own error messages (writes to fd 2) are therefore
 not in ``strace.log``; the wrapper copies QEMU's stderr to ``stderr`` in the launch
-directory instead, so nothing the analysis needs is lost. The set cannot shrink
-further: without ``ppoll`` the start took 1.41x.
+directory instead, so nothing the analysis needs is lost. Keeping ``ppoll`` cost
+1.41-1.51x; with all five out, what is left is the fixed cost.
 """
 
 from virt_debug.debuggers.base import LAUNCH_DIR, Debugger

@@ -54,11 +54,12 @@ class FileReader(RecordReader):
 
                 # Layout: an optional pid column, an optional timestamp, the body.
                 head, _, rest = line.partition(" ")
-                if head.isdigit() and len(head) <= 7 and head.isascii():
-                    if head != pid_text:
-                        pid_text = head
-                        pid = int(head)
+                if head == pid_text:
                     this_pid = pid
+                    rest = rest.lstrip(" ")
+                elif head.isdigit() and len(head) <= 7 and head.isascii():
+                    pid_text = head
+                    this_pid = pid = int(head)
                     rest = rest.lstrip(" ")
                 else:
                     this_pid = default_pid

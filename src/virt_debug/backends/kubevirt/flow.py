@@ -30,7 +30,7 @@ from virt_debug.backends.kubevirt.objects import (
 )
 from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
-from virt_debug.errors import Interrupted, UsageError
+from virt_debug.errors import Interrupted, KubernetesError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,14 @@ class Session:
 
     def _fetch(self, changes: Changes, source: str, dest: Path) -> None:
         record = changes.record
+        claim = api.core(self.namespace, "persistentvolumeclaims", record.names.volume)
+        if not changes.dry_run and self.kube.get(claim) is None:
+            # A helper pod for a missing claim would only sit in Pending.
+            raise KubernetesError(
+                f"there is no PVC {record.names.volume} in {self.namespace}: "
+                f"nothing to fetch for {self.vm}",
+                hint=f"`virt-debug kubevirt run strace {self.vm}` makes both",
+            )
         node = (
             volume.node_using_claim(self.kube, self.namespace, record.names.volume)
             or record.traced_node

@@ -149,6 +149,10 @@ def follow(
             if phase == "Running":
                 once("domain defined, QEMU running under the debugger")
                 return Outcome(True, vmi, pod)
+            if phase == "Succeeded":
+                # The guest ran and shut down between two polls: a traced start.
+                once("the guest ran and has stopped already")
+                return Outcome(True, vmi, pod)
             if phase in FINAL:
                 return failed(kube, namespace, vmi, pod, f"the VMI ended: {phase}")
             problem = _pod_problem(pod)

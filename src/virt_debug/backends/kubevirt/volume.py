@@ -109,9 +109,18 @@ class Helper:
         self.poll = poll
 
     def __enter__(self) -> Helper:
-        self.changes.create(self.manifest)
-        if not self.changes.dry_run:
-            self._wait_running()
+        try:
+            self.changes.create(self.manifest)
+            if not self.changes.dry_run:
+                self._wait_running()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails. A create the client saw
+            # fail (a cut connection, Ctrl-C) may still have made the pod.
+            try:
+                self.changes.delete("Pod", self.name)
+            except Exception as e:
+                log.warning("could not delete helper pod %s: %s", self.name, e)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
