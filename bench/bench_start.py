@@ -124,6 +124,21 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
             f"{(med[m][k] / base if base else float('nan')):>19.2f}x" for m in modes[1:]
         )
         lines.append(row)
+
+    # The rounds alternate the modes, so each round's own ratio cancels the machine's
+    # drift (other jobs, caches); their median is the steadier figure.
+    lines += [
+        "",
+        f"{'median of per-round ratios':<34}"
+        + "".join(f"{m + '/untraced':>20}" for m in modes[1:]),
+    ]
+    for k in ("start", "total", "serial"):
+        row = f"{k:<34}"
+        for m in modes[1:]:
+            pairs = zip(results[m], results[modes[0]], strict=True)
+            ratios = [t[k] / u[k] for t, u in pairs if u[k] > 0]
+            row += f"{statistics.median(ratios) if ratios else float('nan'):>19.2f}x"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ Times (``Syscall.time`` and friends) are floats comparable across the files of a
   modification time (the end of the trace), or the day before when the first time
   of day is later than the mtime's (the trace began before midnight). A time of day
   that jumps back by more than 12 hours is a midnight wrap: the day is carried forward.
-  The result is epoch seconds in the reading machine's time zone.
+  The result is epoch seconds in the reading machine's time zone (counted from
+  local midnight, so a daylight-saving switch during that day shifts later times).
 * ``-r``: seconds since the first record of the file (the deltas summed).
 * no timestamps: ``None``.
 

@@ -103,6 +103,9 @@ def detach(changes: Changes, vm: dict[str, Any] | None) -> bool:
         try:
             return remove_sidecar(current, record.names.hook_configmap, before)
         except ValueError as e:
+            if not record.attached:
+                # We never wrote it: an unreadable value holds nothing of ours.
+                return current
             raise KubernetesError(
                 f"VM {record.vm}: {e}",
                 hint="remove our entry from the annotation by hand",

@@ -24,9 +24,12 @@ from virt_debug.backends.kubevirt import preflight as checks
 from virt_debug.backends.kubevirt.client import Kube
 from virt_debug.backends.kubevirt.objects import (
     QEMU,
+    SIDECAR_ANNOTATION,
     feature_gate_patch,
     label_value,
     name_problem,
+    parse_sidecars,
+    template_annotations,
 )
 from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
@@ -89,6 +92,18 @@ class Session:
         pre = checks.inspect(self.kube, self.vm, self.namespace)
         for warning in pre.warnings:
             self.report(f"warning: {warning}")
+        if pre.vm is not None:
+            annotations = template_annotations(pre.vm)
+        else:
+            annotations = ((pre.vmi or {}).get("metadata") or {}).get("annotations")
+        try:
+            # Read now, before anything is created, not when we come to merge.
+            parse_sidecars((annotations or {}).get(SIDECAR_ANNOTATION))
+        except ValueError as e:
+            raise KubernetesError(
+                f"VM {self.vm}: {e}",
+                hint="fix the annotation by hand first; KubeVirt cannot read it either",
+            ) from e
         if not pre.gate_on and not self.options.enable_sidecar_gate:
             if not self.options.dry_run:
                 raise checks.gate_off_error(pre.kubevirt)

@@ -311,6 +311,13 @@ def parse_sidecars(value: str | None) -> list[dict[str, Any]]:
         raise ValueError(f"{SIDECAR_ANNOTATION} is not valid JSON: {e}") from e
     if not isinstance(parsed, list):
         raise ValueError(f"{SIDECAR_ANNOTATION} is not a JSON list")
+    for index, item in enumerate(parsed):
+        if not isinstance(item, dict):
+            # KubeVirt could not read such a list either: the VM would not start.
+            raise ValueError(
+                f"{SIDECAR_ANNOTATION} entry {index} is {json.dumps(item)}, "
+                "not a JSON object"
+            )
     return parsed
 
 
@@ -346,11 +353,14 @@ def remove_sidecar(
     sidecars = parse_sidecars(value)
     kept = [item for item in sidecars if not is_ours(item, configmap)]
     if before is not None:
+        # The others are as we found them: the exact old text comes back, with
+        # whatever named our ConfigMap then (a leftover, a look-alike) too.
         try:
-            if parse_sidecars(before) == kept:
-                return before
+            old = parse_sidecars(before)
         except ValueError:
-            pass
+            old = None
+        if old is not None and [i for i in old if not is_ours(i, configmap)] == kept:
+            return before
     if not kept:
         return None
     if len(kept) == len(sidecars):
