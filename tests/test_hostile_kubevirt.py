@@ -426,3 +426,187 @@ def test_bad_durations_are_refused_before_anything_changes(cluster, capsys, valu
     assert "is not a duration" in err and "Traceback" not in err
     assert comparable(cluster.vm()) == before
     assert cluster.ours_left() == []
+
+
+# The hookSidecars annotation as users and other tools leave it.
+
+OURS = {"name": "virt-debug-vm1-hook", "key": "k", "hookPath": "/usr/bin/x"}
+FOREIGN = {"configMap": {"name": "my-config-map", "key": "my_script.sh"}}
+
+
+def with_annotation(cluster, value: str | None, *, running: bool = False) -> dict:
+    cluster.add_vm(running=running)
+    vm = cluster.vm()
+    annotations = vm["spec"]["template"]["metadata"]["annotations"]
+    if value is None:
+        del vm["spec"]["template"]["metadata"]
+    else:
+        annotations[SIDECAR_ANNOTATION] = value
+    cluster.server.put(VM, NS, vm)
+    return comparable(cluster.vm())
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ('[{"image": ', "not valid JSON"),
+        ('{"image": "x"}', "not a JSON list"),
+        ('[1, "x", null]', "entry 0 is 1, not a JSON object"),
+        ('[{"image": "x"}, []]', "entry 1 is [], not a JSON object"),
+    ],
+)
+def test_an_unreadable_annotation_is_refused_before_anything_is_created(
+    cluster, tmp_path, value, problem
+):
+    before = with_annotation(cluster, value)
+    with pytest.raises(KubernetesError) as caught:
+        cluster.session().run(tmp_path / "out")
+    assert problem in str(caught.value)
+    assert "restoring" not in str(caught.value)
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []
+    assert cluster.server.names(PVCS, NS) == []
+    assert cluster.fake.actions == []
+
+
+def test_detach_after_setup_ignores_an_annotation_broken_meanwhile(cluster):
+    cluster.add_vm(running=False)
+    cluster.session().setup()
+    vm = cluster.vm()
+    vm["spec"]["template"]["metadata"]["annotations"][SIDECAR_ANNOTATION] = "[oops"
+    cluster.server.put(VM, NS, vm)
+    cluster.session().detach()
+    assert cluster.ours_left() == []
+    assert cluster.annotation() == "[oops"
+
+
+@pytest.mark.parametrize(
+    "sidecars",
+    [
+        # An entry naming our ConfigMap that is not what we would write.
+        [{"configMap": OURS, "image": "someone/else:1"}, FOREIGN],
+        # Ours twice, a leftover of some earlier attach.
+        [{"configMap": OURS}, FOREIGN, {"configMap": OURS}],
+    ],
+)
+def test_look_alikes_of_our_entry_come_back_exactly(cluster, tmp_path, sidecars):
+    before = with_annotation(cluster, json.dumps(sidecars, indent=1))
+    cluster.session().run(tmp_path / "out")
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_an_unwritable_output_is_refused_before_the_vm_restarts(
+    cluster, tmp_path, capsys, where
+):
+    before = comparable(cluster.add_vm())
+    (tmp_path / "file").write_text("x")
+    output = {
+        "under-a-file": tmp_path / "file" / "traces",
+        "proc": "/proc/virt-debug-traces",
+    }[where]
+    code, _, err = invoke(
+        capsys,
+        "kubevirt",
+        "run",
+        "strace",
+        "vm1",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--output",
+        str(output),
+    )
+    assert code == 2, err
+    assert "cannot write the traces" in one_line_error(err)
+    assert comparable(cluster.vm()) == before
+    assert cluster.fake.actions == []
+    assert cluster.ours_left() == [] and cluster.server.names(PVCS, NS) == []
+
+
+# Pod Security "restricted", checked as the admission controller reads a pod.
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    found = [f"spec.{k}" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            found.append(f"volume {volume['name']}: {sorted(kinds)}")
+    if (pod_context.get("seLinuxOptions") or {}).get("type") not in (
+        None,
+        "",
+        "container_t",
+        "container_init_t",
+        "container_kvm_t",
+    ):
+        found.append("pod seLinuxOptions.type")
+    for name in ("sysctls",):
+        if pod_context.get(name):
+            found.append(f"pod {name}")
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        context = container.get("securityContext") or {}
+        where = f"container {container['name']}"
+
+        def either(key: str):
+            return context.get(key, pod_context.get(key))
+
+        if context.get("privileged"):
+            found.append(f"{where}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation is not false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{where}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: adds capabilities")
+        if either("runAsNonRoot") is not True:
+            found.append(f"{where}: runAsNonRoot is not true")
+        if either("runAsUser") == 0:
+            found.append(f"{where}: runs as uid 0")
+        profile = (either("seccompProfile") or {}).get("type")
+        if profile not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccomp profile {profile}")
+        if any(p.get("hostPort") for p in container.get("ports") or []):
+            found.append(f"{where}: hostPort")
+        if context.get("procMount") not in (None, "Default"):
+            found.append(f"{where}: procMount")
+    return found
+
+
+@pytest.mark.parametrize("command", ["run", "setup", "fetch"])
+def test_every_pod_we_create_is_pod_security_restricted(cluster, capsys, command):
+    cluster.add_vm(running=False)
+    args = ["kubevirt", command] + (["strace"] if command == "run" else [])
+    code, out, err = invoke(
+        capsys,
+        *args,
+        "vm1",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--dry-run",
+        "-o",
+        "json",
+    )
+    assert code == 0, err
+    pods = [i for i in json.loads(out)["items"] if i["kind"] == "Pod"]
+    assert pods
+    for pod in pods:
+        assert restricted_violations(pod) == []
+        # What the check catches: the same pod, made privileged.
+        bad = json.loads(json.dumps(pod))
+        bad["spec"]["containers"][0]["securityContext"]["privileged"] = True
+        assert restricted_violations(bad)

@@ -193,6 +193,29 @@ def test_invalid_xml_file_is_one_line_error_and_defines_nothing(local_libvirt):
     assert local_libvirt.domain_names() == before
 
 
+def test_domain_libvirt_rejects_is_one_line_error_and_defines_nothing(local_libvirt):
+    work = local_libvirt.workdir("rejected-xml")
+    rejected = work / "rejected.xml"
+    # Well-formed, so it passes our check and the hook, but libvirt refuses it.
+    rejected.write_text(
+        "<domain type='qemu'><name>vd-rejected</name>"
+        "<memory unit='MiB'>lots</memory><os><type>hvm</type></os>"
+        "<devices/></domain>\n"
+    )
+    rejected.chmod(0o644)
+    before = local_libvirt.domain_names()
+
+    done = local_libvirt.virt_debug(
+        ["run", "strace", str(rejected), "--output", str(work / "out")], cwd=work
+    )
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    errors = [x for x in done.stderr.splitlines() if x.startswith("virt-debug: error")]
+    assert len(errors) == 1 and "cannot define vd-rejected" in errors[0]
+    assert local_libvirt.domain_names() == before
+
+
 def test_a_killed_run_is_undone_by_the_next_one(local_libvirt, guest_xml):
     work = local_libvirt.workdir("killed")
     name = local_libvirt.define(guest_xml(work / "guest", "vd-killed"))

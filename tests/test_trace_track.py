@@ -185,3 +185,36 @@ def test_single_process_trace_keeps_pid_zero(tmp_path: Path) -> None:
     assert {c.pid for c in calls.values()} == {0}
     assert calls[3].fd_path == "/x"
     assert list(tracker.threads) == [0] and tracker.threads[0].ended == "exited with 0"
+
+
+def test_yy_device_numbers_are_not_part_of_the_path(tmp_path: Path) -> None:
+    tracker, calls = track(
+        tmp_path,
+        '1 openat(AT_FDCWD</root>, "/dev/kvm", O_RDWR) = 8</dev/kvm<char 10:232>>\n'
+        "1 ioctl(8</dev/kvm<char 10:232>>, KVM_CREATE_VM, 0) = -1 ENOMEM (Cannot"
+        " allocate memory)\n"
+        "1 dup(8) = 9\n"
+        "1 ioctl(9, KVM_CHECK_EXTENSION, 0x1) = 1\n"
+        "1 ioctl(10</dev/net/tun<char 10:200>>, TUNSETIFF, 0x7ff) = -1 EPERM"
+        " (Operation not permitted)\n",
+    )
+
+    assert calls[2].fd_path == "/dev/kvm" and calls[4].fd_path == "/dev/kvm"
+    assert tracker.fd_path(1, 8) == "/dev/kvm"
+    assert calls[5].fd_path == "/dev/net/tun"
+
+
+def test_mmap_names_the_file_of_its_fd(tmp_path: Path) -> None:
+    _, calls = track(
+        tmp_path,
+        '1 openat(AT_FDCWD, "/dev/hugepages/guest", O_RDWR|O_CREAT, 0600) = 5\n'
+        "1 mmap(NULL, 67108864, PROT_READ|PROT_WRITE, MAP_SHARED, 5, 0) = -1 ENOMEM"
+        " (Cannot allocate memory)\n"
+        "1 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3</etc/ld.so.cache>, 0) = 0x7f00\n"
+        "1 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+        " = 0x7f10\n",
+    )
+
+    assert (calls[2].fd, calls[2].fd_path) == (5, "/dev/hugepages/guest")
+    assert (calls[3].fd, calls[3].fd_path) == (3, "/etc/ld.so.cache")
+    assert calls[4].fd is None and calls[4].fd_path is None

@@ -13,6 +13,7 @@ log = logging.getLogger("virt_debug")
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
     # Only the CLI installs handlers; library modules just log.
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING
@@ -22,7 +23,10 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         level = logging.INFO
     elif verbose >= 2:
         level = logging.DEBUG
-    handler = RichHandler(show_time=False, show_path=False, markup=False)
+    # Logs go to stderr: stdout carries the summary, JSON or YAML a user may pipe.
+    handler = RichHandler(
+        console=Console(stderr=True), show_time=False, show_path=False, markup=False
+    )
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
 
 

@@ -38,6 +38,25 @@ class Refused(Exception):
     pass
 
 
+MAX_HEADER = 1 << 20
+
+
+def capped(header):
+    # tarfile reads a pax or GNU long-name header whole into memory.
+    if header.size > MAX_HEADER:
+        raise Refused(f"an extended header of {header.size} bytes")
+
+
+class Header(tarfile.TarInfo):
+    def _proc_pax(self, archive):
+        capped(self)
+        return super()._proc_pax(archive)
+
+    def _proc_gnulong(self, archive):
+        capped(self)
+        return super()._proc_gnulong(archive)
+
+
 class ChunkReader:
     """A read()-able view of an iterator of byte chunks, whatever their sizes."""
 
@@ -104,7 +123,7 @@ def fresh(root, parts, name):
 def unpack_into(fileobj, root, max_bytes, max_files):
     files = total = 0
     try:
-        archive = tarfile.open(fileobj=fileobj, mode="r|*")
+        archive = tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=Header)
     except tarfile.ReadError as e:
         raise Refused(f"not a tar archive ({e})") from e
     for member in archive:
@@ -159,7 +178,9 @@ def copy_member(archive, member, path, mode):
     return written
 
 
-def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES, marker=True):
+def unpack(
+    fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES, marker=True, replace=True
+):
     created = not os.path.isdir(dest)
     os.makedirs(dest, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".incoming-", dir=dest)
@@ -169,8 +190,14 @@ def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES, marker=True)
             files, total = unpack_into(fileobj, stage, max_bytes, max_files)
         except (tarfile.TarError, EOFError, zlib.error) as e:
             raise Refused(f"archive truncated or corrupt ({e})") from e
-        for entry in sorted(os.listdir(stage)):
-            replace(os.path.join(stage, entry), os.path.join(dest, entry))
+        entries = sorted(os.listdir(stage))
+        taken = [e for e in entries if os.path.lexists(os.path.join(dest, e))]
+        if taken and not replace:
+            # The user's own directory: an archive from the pod must not be able
+            # to replace what is there (a .ssh, a source tree).
+            raise Refused(f"{taken[0]!r} is already in {dest}; fetch into a new one")
+        for entry in entries:
+            replace_entry(os.path.join(stage, entry), os.path.join(dest, entry))
         if marker:
             with open(os.path.join(dest, MARKER), "w") as done_file:
                 done_file.write(
@@ -184,7 +211,7 @@ def unpack(fileobj, dest, max_bytes=MAX_BYTES, max_files=MAX_FILES, marker=True)
     return files, total
 
 
-def replace(new, old):
+def replace_entry(new, old):
     if os.path.isdir(old) and not os.path.islink(old):
         aside = f"{old}.replaced-{os.getpid()}"
         os.rename(old, aside)

@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import re
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,7 +100,9 @@ def unpack_stream(
     try:
         # No completion marker here: the directory is the user's, for the analysis.
         reader = tarpipe.ChunkReader(chunks)
-        files, size = tarpipe.unpack(reader, str(dest), max_bytes, marker=False)
+        files, size = tarpipe.unpack(
+            reader, str(dest), max_bytes, marker=False, replace=False
+        )
     except tarpipe.Refused as e:
         raise TraceInputError(
             f"the archive for {dest} was refused: {e}; nothing was written",
@@ -112,6 +115,30 @@ def unpack_stream(
         ) from e
     log.info("unpacked %d files, %d bytes into %s", files, size, dest)
     return TransferSummary(files, size)
+
+
+def check_destination(dest: Path) -> None:
+    """Raise UsageError unless ``unpack_stream`` can write into ``dest``.
+
+    Asked before a run changes anything: its traces should not be lost to a typo
+    in ``--output`` once the VM has been restarted for them.
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"--output {dest} exists and is not a directory")
+    ancestor = dest
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(f"{ancestor} is not a directory")
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"cannot write the traces into {dest}: {e}",
+            hint="choose an --output directory you can write",
+        ) from e
 
 
 def parse_summary(stderr: str) -> TransferSummary | None:

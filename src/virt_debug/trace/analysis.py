@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from virt_debug.trace import rootcause, syntax
+from virt_debug.trace import rootcause
 from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
 from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
 from virt_debug.trace.monitor import MonitorLog, MonitorMessage
@@ -32,7 +32,7 @@ from virt_debug.trace.results import (
     SyscallStat,
     ThreadInfo,
 )
-from virt_debug.trace.strings import first_literal, plain_path, str_array, unescape
+from virt_debug.trace.strings import first_literal, str_array, unescape
 from virt_debug.trace.track import Tracker
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,12 @@ class Analysis:
     qemu_argv: list[str] = field(default_factory=list)
     ended: Ended | None = None
     qemu_stderr: str = ""
+    # Beside a launch directory of the wrapper: its stderr file when the trace has
+    # no writes to fd 2, the calls its filter left out, the status it recorded.
+    launch_dir: str | None = None
+    stderr_file: str | None = None
+    not_traced: list[str] = field(default_factory=list)
+    launch_status: str | None = None
     failures: list[FailureGroup] = field(default_factory=list)
     expected: list[FailureGroup] = field(default_factory=list)
     expected_count: int = 0
@@ -147,6 +153,7 @@ class _Pass:
         self.qemu_tgid: int | None = None
         self.qemu_program: str | None = None
         self.qemu_argv: list[str] = []
+        self.qemu_source: str | None = None  # the trace file of QEMU's execve
         self.exit_event: Exit | None = None
         self.exit_tid: int | None = None  # last thread of QEMU to call exit_group
         self.last_tid: int | None = None  # last thread of QEMU to make a call
@@ -264,11 +271,8 @@ class _Pass:
         self.monitor.feed(call, tgid, done[1] if done and done[0] is call else None)
 
     def _failure(self, call: Syscall, lane: _LaneState) -> None:
+        # The tracker gives mmap's fd (its fifth argument) a path too.
         path = call.path or call.fd_path
-        if path is not None:
-            path = plain_path(path)
-        elif call.name == "mmap":
-            path = self._mmap_path(call)
         request = rootcause.ioctl_request(call) if call.name == "ioctl" else None
         key = (call.name, call.errno, path, request)
         group = self.groups.get(key)
@@ -292,19 +296,6 @@ class _Pass:
         if group.expected is None and len(lane.marks) < MAX_MARKS:
             label = f"{call.name} {call.errno}" + (f" {path}" if path else "")
             lane.marks.append(Mark(call.time, "failure", label, call.line_no))
-
-    def _mmap_path(self, call: Syscall) -> str | None:
-        # mmap's fd is its fifth argument; -y decorates it, else the fd table knows.
-        parts = syntax.split_args(call.args, 6)
-        if len(parts) < 5:
-            return None
-        num = syntax.leading_int(parts[4])
-        if num is None or num[0] < 0:
-            return None
-        if parts[4][num[1] : num[1] + 1] == "<":
-            found = syntax.fd_decoration(parts[4], num[1])
-            return found[0] if found else None
-        return self.tracker.fd_path(call.pid, num[0])
 
     def _secret_read(self, call: Syscall) -> None:
         if len(self.secret_reads) >= MAX_SECRET_READS:
@@ -344,6 +335,7 @@ class _Pass:
             # A new QEMU: what was known of an earlier one (a probe) no longer counts.
             self.qemu_tgid = self._tgid(call.pid)
             self.qemu_program = program
+            self.qemu_source = call.source
             self.qemu_argv = str_array(call.args)
             self.rules.argv(self.qemu_argv)
             self.stderr = StderrLog()

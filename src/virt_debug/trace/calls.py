@@ -4,6 +4,8 @@ Tables of call names by effect (creates an fd, duplicates one, forks, names a pa
 and small readers of the decorations strace prints around fds.
 """
 
+import re
+
 from virt_debug.trace import syntax
 
 FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
@@ -72,6 +74,15 @@ PATH_CALLS = frozenset(
 )  # fmt: skip
 
 
+# What -yy prints after a device's path: "/dev/kvm<char 10:232>".
+_DEVICE = re.compile(r"<(?:char|block) \d+:\d+>(?=(?: \(deleted\))?$)")
+
+
+def plain(path: str) -> str:
+    """A decorated path without the device numbers -yy adds after it."""
+    return _DEVICE.sub("", path, count=1) if path[-1:] in (">", ")") else path
+
+
 def starts_at_cwd(args: str) -> bool:
     return args.startswith("AT_FDCWD<") or args.startswith("-100<")
 
@@ -79,7 +90,7 @@ def starts_at_cwd(args: str) -> bool:
 def dirfd_decoration(args: str) -> str | None:
     start = args.find("<")
     found = syntax.decoration_at(args, start) if start >= 0 else None
-    return found[0] if found else None
+    return plain(found[0]) if found else None
 
 
 def result_decoration(result: str) -> str | None:
@@ -89,7 +100,7 @@ def result_decoration(result: str) -> str | None:
     close = result.rfind(">")
     if close <= num[1]:
         return None
-    path = result[num[1] + 1 : close]
+    path = plain(result[num[1] + 1 : close])
     return path + " (deleted)" if result.startswith("(deleted)", close + 1) else path
 
 

@@ -60,9 +60,12 @@ class StderrLog:
             unescape(raw).decode("utf-8", "replace") + (TRUNCATED if cut else "")
             for raw, cut in found
         )
-        if not text:
-            return
-        self.pieces.append((text, evidence_of(call)))
+        if text:
+            self.keep(text, evidence_of(call))
+
+    def keep(self, text: str, evidence: Evidence) -> None:
+        """Add one piece of QEMU's stderr and where it comes from."""
+        self.pieces.append((text, evidence))
         self.size += len(text)
         while self.size > MAX_STDERR and len(self.pieces) > 1:
             old, _ = self.pieces.popleft()

@@ -12,6 +12,7 @@ from virt_debug.trace.analysis import (
     Analysis,
 )
 from virt_debug.trace.evidence import Evidence, evidence_of
+from virt_debug.trace.launchdir import cross_check, launch_dir, read_launch
 from virt_debug.trace.results import Ended, Lane, SyscallStat, ThreadInfo
 from virt_debug.trace.strings import REDACTED
 
@@ -50,6 +51,7 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
     result.expected = [g for g in groups if g.expected is not None]
     result.expected_count = sum(g.count for g in result.expected)
     result.ended = _ended(run)
+    _launch(run, sources, result)
     result.hints = run.rules.hints(
         qemu_tgid=run.qemu_tgid,
         stderr=run.stderr,
@@ -92,6 +94,25 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
     if run.redact:
         _scrub(result, run.redactor.scrub)
     return result
+
+
+def _launch(run: "_Pass", sources: list[str], result: Analysis) -> None:
+    """Use the wrapper's files beside QEMU's trace: its stderr (when the trace has
+    no writes to fd 2: the default filter leaves write out), filter and status."""
+    where = run.qemu_source or (sources[0] if sources else None)
+    directory = launch_dir(where) if where else None
+    if directory is None:
+        return
+    launch = read_launch(directory)
+    result.launch_dir = launch.directory
+    result.not_traced = launch.not_traced
+    result.launch_status = launch.status
+    if not run.stderr.pieces and launch.stderr is not None:
+        # From here on (root-cause rules, notes) QEMU's stderr is the file's.
+        run.stderr = launch.stderr
+        result.qemu_stderr = launch.stderr.text
+        result.stderr_file = str(directory / "stderr")
+    result.notes += cross_check(result.ended, launch)
 
 
 def _ended(run: "_Pass") -> Ended | None:

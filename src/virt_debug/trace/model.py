@@ -34,7 +34,9 @@ class Syscall:
     comm: str | None = None  # thread name when -Y printed it
     path: str | None = None  # first path the call names (filled in by the tracker)
     fd_path: str | None = None  # path of the fd it acts on (filled in by the tracker)
-    fd: int | None = None  # that fd, when the first argument is one (tracker)
+    fd: int | None = (
+        None  # the fd it acts on: its first argument, mmap's fifth (tracker)
+    )
     stack: list[str] = field(default_factory=list)  # -k / -kk frames
 
 

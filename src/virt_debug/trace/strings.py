@@ -29,14 +29,6 @@ _SIMPLE = {
 _OCTAL = frozenset("01234567")
 
 
-_DEVICE = re.compile(r"<(?:char|block) \d+:\d+>$")
-
-
-def plain_path(path: str) -> str:
-    """A -yy decorated device path without its ``<char M:N>`` suffix."""
-    return _DEVICE.sub("", path) if path.endswith(">") else path
-
-
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.S)
 
 

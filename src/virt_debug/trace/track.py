@@ -64,6 +64,7 @@ class Tracker:
         self._cloexec: dict[int, set[int]] = {}  # tgid -> fds closed on execve
         # argument text -> (its first fd, the path -y showed for it)
         self._first_args: dict[str, tuple[int | None, str | None]] = {}
+        self._mmap_args: dict[str, tuple[int | None, str | None]] = {}
         self._handlers = dict(_HANDLERS)
 
     def feed(self, event: Event) -> Event:
@@ -148,12 +149,34 @@ class Tracker:
                 if table:
                     call.fd_path = table.get(fd)
 
+        elif name in _MMAPS:
+            self._mmap_fd(call, thread)
+
         if name in _PATH_CALLS and '"' in args:
             call.path = syntax.first_quoted(args)
 
         handler = self._handlers.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
+
+    def _mmap_fd(self, call: Syscall, thread: Thread) -> None:
+        """mmap's fd is its fifth argument (-1 for anonymous memory)."""
+        first = self._mmap_args.get(call.args)
+        if first is None:
+            first = _fifth_arg(call.args)
+            if len(self._mmap_args) >= 4096:
+                self._mmap_args.clear()
+            self._mmap_args[call.args] = first
+        fd, shown = first
+        if fd is None or fd < 0:
+            return
+        call.fd = fd
+        if shown is not None:
+            call.fd_path = shown
+        else:
+            table = self._fds.get(thread.tgid)
+            if table:
+                call.fd_path = table.get(fd)
 
     # -- fd table --------------------------------------------------------------
 
@@ -265,7 +288,7 @@ class Tracker:
             found = (
                 syntax.fd_decoration(part, end) if part[end : end + 1] == "<" else None
             )
-            path = found[0] if found else f"{kind}:[{call.line_no}]"
+            path = calls.plain(found[0]) if found else f"{kind}:[{call.line_no}]"
             self._set_fd(thread, fd, path, "CLOEXEC" in call.args)
 
     def _on_connect(self, thread: Thread, call: Syscall) -> None:
@@ -354,10 +377,23 @@ def _first_arg(args: str) -> tuple[int | None, str | None]:
     if args[end : end + 1] != "<":
         return fd, None
     found = syntax.fd_decoration(args, end)
-    return fd, found[0] if found else None
+    return fd, calls.plain(found[0]) if found else None
+
+
+def _fifth_arg(args: str) -> tuple[int | None, str | None]:
+    """mmap's fd argument and its -y path: "NULL, 4096, PROT_READ, MAP_SHARED, 3</x>,
+    0" (a decoration may hold commas: the careful split only then)."""
+    if "<" in args or '"' in args:
+        parts = syntax.split_args(args, 6)
+    else:
+        parts = args.split(", ", 5)
+    if len(parts) < 5:
+        return None, None
+    return _first_arg(parts[4].strip())
 
 
 _NO_FD_FIRST = calls.NO_FD_FIRST
+_MMAPS = frozenset({"mmap", "mmap2"})
 _PATH_CALLS = calls.PATH_CALLS
 _HANDLERS = {name: Tracker._on_open for name in calls.OPENS}
 _HANDLERS.update({name: Tracker._on_dup for name in calls.DUPS})

@@ -34,6 +34,7 @@ from virt_debug.backends.kubevirt.objects import (
 from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
 from virt_debug.errors import Interrupted, KubernetesError, UsageError
+from virt_debug.launch import transfer
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,9 @@ class Session:
 
     def run(self, output: Path | None = None) -> tuple[list[Planned], Path | None]:
         """Trace the VM's next start; returns the plan (dry-run) or the output."""
+        dest = output or default_output(self.vm)
+        if not self.options.dry_run:
+            transfer.check_destination(dest)
         pre = self.preflight()
         changes = self._changes(resume=False)
         with self._restoring(changes):
@@ -347,7 +351,6 @@ class Session:
             self._trace(changes, old_uid)
             self.restore(changes, forget=False)
         try:
-            dest = output or default_output(self.vm)
             self._fetch(changes, changes.record.layout.output, dest)
         finally:
             if self.options.delete_pvc:
@@ -372,6 +375,8 @@ class Session:
         ongoing = changes.saved and not every_run
         source = record.layout.output if ongoing else record.layout.outputs
         dest = output or default_output(self.vm)
+        if not self.options.dry_run:
+            transfer.check_destination(dest)
         self._fetch(changes, source, dest)
         return changes.plan(), dest
 

@@ -68,7 +68,11 @@ class SessionDaemon:
 
     @property
     def socket(self) -> Path:
-        return self.base / "runtime" / "libvirt" / "libvirt-sock"
+        # virtqemud (modular daemons) listens on its own socket; libvirtd on the
+        # classic one.
+        runtime = self.base / "runtime" / "libvirt"
+        modular = runtime / "virtqemud-sock"
+        return modular if modular.exists() else runtime / "libvirt-sock"
 
     @property
     def uri(self) -> str:

@@ -39,6 +39,12 @@ def to_dict(analysis: Analysis) -> dict[str, Any]:
             "expected_failures": a.expected_count,
         },
         "qemu": {"pid": a.qemu_pid, "argv": a.qemu_argv, "stderr": a.qemu_stderr},
+        "launch": {
+            "directory": a.launch_dir,
+            "stderr_file": a.stderr_file,
+            "not_traced": a.not_traced,
+            "status": a.launch_status,
+        },
         "ended": data["ended"],
         "hints": data["hints"],
         "failures": data["failures"],

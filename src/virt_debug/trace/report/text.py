@@ -82,6 +82,9 @@ class _Writer:
             if len(cmd) > 3 * self.c.width:
                 cmd = cmd[: 3 * self.c.width] + " …"
             self.para(f"QEMU pid {a.qemu_pid}: {cmd}", 0, hang=2)
+        if a.not_traced:
+            # The wrapper's default filter: these calls are absent, not unused.
+            self.para(f"not traced: {' '.join(a.not_traced)}", 2, "dim", hang=2)
 
     def _ended(self) -> None:
         ended = self.a.ended
@@ -100,6 +103,8 @@ class _Writer:
             status = "[yellow]still running when the trace ends[/]"
         when = f" at {self._clock(ended.time)}" if ended.time is not None else ""
         self.c.print(f"  {who} {status}{when}")
+        if self.a.launch_status is not None:
+            self.c.print(f"  Wrapper's status file: {escape(self.a.launch_status)}")
         if ended.tid is not None:
             name = f" ({escape(ended.thread)})" if ended.thread else ""
             self.c.print(f"  Last calls of thread {ended.tid}{name}:")
@@ -107,7 +112,8 @@ class _Writer:
                 self._evidence(evidence, indent=4)
         said = self.a.qemu_stderr.strip()
         if said:
-            self.c.print("  QEMU said:")
+            where = " (its stderr file)" if self.a.stderr_file else ""
+            self.c.print(f"  QEMU said{where}:")
             lines = said.splitlines()
             for line in lines[-12:]:
                 self.para(f"| {line}", 4, hang=2)
