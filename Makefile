@@ -6,8 +6,8 @@
 setup:
 	./scripts/setup.sh
 
-demo: setup
-	.venv/bin/virt-debug demo
+demo:
+	./scripts/demo.sh
 
 test: setup
 	.venv/bin/ruff check src tests bench

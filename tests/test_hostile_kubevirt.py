@@ -554,14 +554,13 @@ def restricted_violations(pod: dict) -> list[str]:
         "container_kvm_t",
     ):
         found.append("pod seLinuxOptions.type")
-    for name in ("sysctls",):
-        if pod_context.get(name):
-            found.append(f"pod {name}")
+    if pod_context.get("sysctls"):
+        found.append("pod sysctls")
     for container in spec.get("initContainers", []) + spec["containers"]:
         context = container.get("securityContext") or {}
         where = f"container {container['name']}"
 
-        def either(key: str):
+        def either(key: str, context=context):
             return context.get(key, pod_context.get(key))
 
         if context.get("privileged"):
