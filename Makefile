@@ -18,5 +18,6 @@ lint: setup
 	.venv/bin/mypy
 
 bench: setup
+	.venv/bin/pip install -q -e ".[bench]"
 	.venv/bin/python bench/bench_start.py
 	.venv/bin/python bench/bench_analyze.py
