@@ -16,13 +16,13 @@ import kmock
 import pytest
 import yaml
 
-from kube_server import CONFIGMAPS, PODS, PVCS, SUBRESOURCES, VM, VMI, KubeServer
+from kube_server import CONFIGMAPS, PODS, PVCS, VM, VMI, KubeServer
 from kubevirt_fake import example_vm, kubevirt_cr
 from test_kubevirt_flows import CLAIM, NS, Cluster
 from virt_debug.backends.kubevirt.client import Connection, connect
 from virt_debug.backends.kubevirt.objects import SIDECAR_ANNOTATION
 from virt_debug.cli import main as cli_main
-from virt_debug.errors import Interrupted, KubernetesError
+from virt_debug.errors import Interrupted, KubernetesError, UsageError
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
@@ -243,29 +243,52 @@ def test_a_server_that_never_answers_times_out_with_one_error(tmp_path):
         listener.close()
 
 
-def react(cluster, method: str, resource, when, answer, *, nth: int = 0) -> None:
+def react(cluster, method: str, resource, when, answer, *, nth: int = 0) -> list:
     """Answer the requests ``when(request)`` picks with ``answer`` (a status code, a
-    body, or a callable); with ``nth``, only the nth of them (from 1)."""
+    body, or a callable); with ``nth``, only the nth of them (from 1). Returns the
+    list of requests answered so, for the test to check it happened."""
     seen: list[int] = []
+    fired: list = []
+
+    floor: list[int] = []
 
     def picked(request) -> bool:
-        if not when(request):
+        # Filters also see the requests of the past, and more than once.
+        if request.id <= floor[0] or not when(request):
             return False
         if request.id not in seen:
             seen.append(request.id)
         return not nth or seen.index(request.id) + 1 == nth
 
+    def respond(request):
+        fired.append(request)
+        return answer(request) if callable(answer) else answer
+
+    if method == "action":
+        # The fake answers VM actions itself: hook in there, on the nth call.
+        calls: list[int] = []
+
+        def on_action() -> None:
+            calls.append(1)
+            if len(calls) == nth:
+                respond(None)
+
+        cluster.fake.on_action[resource] = on_action
+        return fired
+
     def install() -> None:
+        floor.append(max((r.id for r in cluster.server.kmock._requests), default=-1))
         if isinstance(resource, str):
             view = cluster.server.kmock[method, kmock.resource(resource), picked]
         else:
             view = cluster.server.kmock[method, resource, picked]
         if callable(answer):
-            view << answer
+            view << respond
         else:
-            view << 200 << answer
+            view << 200 << respond
 
     cluster.server.call(install)
+    return fired
 
 
 def refuse(status: int, reason: str):
@@ -294,6 +317,36 @@ def test_answers_that_are_not_objects_midway_restore_the_vm(cluster, tmp_path, b
     assert cluster.ours_left() == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>\n<body>\nBad   Gateway\n</body>\n</html>\n",
+        b"[1, 2]",
+        b'"a string"',
+        b"",
+    ],
+)
+def test_error_answers_of_any_shape_are_one_line_midway(cluster, tmp_path, body):
+    before = comparable(cluster.add_vm())
+
+    def install() -> None:
+        picked = kmock.resource(CONFIGMAPS)
+        (
+            cluster.server.kmock["post", picked, lambda r: "hook" in r.text]
+            << 502
+            << (body or None)
+        )
+
+    cluster.server.call(install)
+    with pytest.raises(KubernetesError) as caught:
+        cluster.session().run(tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("POST /api/v1/namespaces/ns1/configmaps: 502")
+    assert "\n" not in message
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []
+
+
 # Refusals and Ctrl-C at each phase of a run: the VM ends as it was.
 
 ANY = lambda r: True  # noqa: E731
@@ -307,15 +360,10 @@ PHASES = {
     ),
     "create the upload helper": ("post", PODS, ANY, 1),
     "patch the VM": ("patch", VM, ANY, 1),
-    "restart the VM": ("put", SUBRESOURCES, lambda r: r.subresource == "restart", 1),
+    "restart the VM": ("action", "restart", None, 1),
     "follow the VMI": ("get", VMI, ANY, 3),
     "wait while tracing": ("get", VMI, ANY, 8),
-    "restart the VM back": (
-        "put",
-        SUBRESOURCES,
-        lambda r: r.subresource == "restart",
-        2,
-    ),
+    "restart the VM back": ("action", "restart", None, 2),
     "create the fetch helper": ("post", PODS, ANY, 2),
     "delete a helper": ("delete", PODS, ANY, 1),
 }
@@ -346,12 +394,13 @@ def test_a_refusal_at_any_phase_leaves_the_vm_as_it_was(
 ):
     before = comparable(cluster.add_vm())
     method, resource, when, nth = PHASES[phase]
-    react(cluster, method, resource, when, refuse(status, "Refused"), nth=nth)
+    fired = react(cluster, method, resource, when, refuse(status, "Refused"), nth=nth)
     error = None
     try:
         cluster.session(duration=0.3).run(tmp_path / "out")
     except KubernetesError as e:
         error = e
+    assert fired, "the phase was never reached"
     check_as_it_was(cluster, before, error)
 
 
@@ -363,13 +412,16 @@ def test_ctrl_c_at_any_phase_leaves_the_vm_as_it_was(cluster, tmp_path, phase):
     def interrupt(request):
         os.kill(os.getpid(), signal.SIGINT)
 
-    react(cluster, method, resource, when, interrupt, nth=nth)
+    fired = react(cluster, method, resource, when, interrupt, nth=nth)
     error = None
     try:
         cluster.session(duration=0.3).run(tmp_path / "out")
     except (Interrupted, KeyboardInterrupt, KubernetesError) as e:
         error = e
+    assert fired, "the phase was never reached"
     check_as_it_was(cluster, before, error)
+    # Ctrl-C is held back while the VM is put back, then honoured.
+    assert isinstance(error, (Interrupted, KeyboardInterrupt)), error
 
 
 # Odd timing and odd options.
@@ -609,3 +661,37 @@ def test_every_pod_we_create_is_pod_security_restricted(cluster, capsys, command
         bad = json.loads(json.dumps(pod))
         bad["spec"]["containers"][0]["securityContext"]["privileged"] = True
         assert restricted_violations(bad)
+
+
+def test_a_run_that_begins_meanwhile_is_neither_clobbered_nor_undone(cluster, tmp_path):
+    cluster.add_vm()
+    # Another process attached just now: its record and entry are there, though
+    # our first look (a GET of the record) still found nothing.
+    cluster.attached()
+    theirs = cluster.server.get(CONFIGMAPS, NS, "virt-debug-vm1-record")
+    traced = comparable(cluster.vm())
+    fired: list = []
+
+    floor: list[int] = []
+
+    def first_look(request) -> bool:
+        # Filters also see the requests of the past, and more than once.
+        if request.name != "virt-debug-vm1-record" or request.id <= floor[0]:
+            return False
+        if not fired:
+            fired.append(request.id)
+        return fired[0] == request.id
+
+    def install() -> None:
+        floor.append(max((r.id for r in cluster.server.kmock._requests), default=-1))
+        status = {"kind": "Status", "code": 404, "reason": "NotFound"}
+        view = cluster.server.kmock["get", kmock.resource(CONFIGMAPS), first_look]
+        view << 404 << status
+
+    cluster.server.call(install)
+    with pytest.raises(UsageError, match="another virt-debug run began"):
+        cluster.session().run(tmp_path / "out")
+    assert fired
+    assert cluster.server.get(CONFIGMAPS, NS, "virt-debug-vm1-record") == theirs
+    assert comparable(cluster.vm()) == traced
+    assert "virt-debug-vm1-hook" in cluster.ours_left()

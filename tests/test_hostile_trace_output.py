@@ -22,7 +22,8 @@ QEMU = (
 ESCAPES = QEMU + (
     '100 openat(AT_FDCWD, "/tmp/\\33[2J\\33[31mdisk.qcow2", O_RDONLY) = -1 ENOENT '
     "(No such file or directory)\n"
-    '100 write(2, "qemu: \\33[2J\\33]0;evil\\7 bad\\0 \\302\\233 disk\\r\\n", 40) = 40\n'
+    '100 write(2, "qemu: \\33[2J\\33]0;evil\\7 bad\\0 \\302\\233 disk\\r\\n", 40)'
+    " = 40\n"
     "100 exit_group(1) = ?\n"
     "100 +++ exited with 1 +++\n"
 )
@@ -73,7 +74,10 @@ def test_text_report_keeps_colour_but_drops_the_traces_escapes(tmp_path):
 
 
 def test_raw_control_bytes_in_unreadable_lines_are_shown_escaped(tmp_path):
-    trace = write(tmp_path / "bin.strace", b"\x00\x01\x1b]0;x\x07\x9b\xc2\x9b junk\n")
+    trace = write(
+        tmp_path / "bin.strace",
+        b"\x00\x01\x1b]0;x\x07\x9b\xc2\x9b junk\n100 +++ exited with 0 +++\n",
+    )
 
     text = render(analyze_paths([trace]), "text")
 
@@ -158,7 +162,8 @@ def test_ten_megabyte_line_stays_a_bounded_report(tmp_path):
 
 
 def test_unreadable_lines_of_ten_megabytes_are_kept_short(tmp_path):
-    trace = write(tmp_path / "junk.strace", ("x" * (1024 * 1024) + "\n") * 10)
+    junk = ("x" * (1024 * 1024) + "\n") * 10
+    trace = write(tmp_path / "junk.strace", junk + "100 +++ exited with 0 +++\n")
 
     analysis = analyze_paths([trace])
 

@@ -5,6 +5,7 @@ the reader (``parse``), the tracker (``track``) and the analysis pass (``analysi
 ``report.render`` turns the result into text, JSON, HTML or a Perfetto trace.
 """
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def analyze_paths(paths: Sequence[Path | str], *, redact: bool = True) -> Analys
         raise TraceInputError(
             "no trace given", "name a strace output file or directory"
         )
+    paths = _distinct(paths)
     try:
         result = analyze_events(
             iter_events(list(paths)), sources=[str(p) for p in paths], redact=redact
@@ -37,9 +39,35 @@ def analyze_paths(paths: Sequence[Path | str], *, redact: bool = True) -> Analys
         raise TraceInputError(f"{e.filename}: is a directory") from e
     except OSError as e:
         raise TraceInputError(f"{e.filename or paths[0]}: {e.strerror}") from e
-    if result.events == 0:
+    if result.events == result.unparsed_count:
+        # Nothing but lines it cannot read (a binary file, the wrong file): there is
+        # nothing to explain, and a report of garbage would hide that.
+        unreadable = f": {result.unparsed_count} unreadable lines" * bool(
+            result.unparsed_count
+        )
         raise TraceInputError(
-            f"no strace records in {', '.join(str(p) for p in paths)}",
+            f"no strace records in {', '.join(str(p) for p in paths)}{unreadable}",
             "is this strace output? (strace -f -o FILE ...)",
         )
     return result
+
+
+def _distinct(paths: Sequence[Path | str]) -> list[Path | str]:
+    """``paths`` with a file named twice (``a.strace ./a.strace``) kept once, and a
+    directory that cannot be listed reported as such (a walk would skip it)."""
+    seen: set[tuple[int, int]] = set()
+    kept: list[Path | str] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            kept.append(path)  # the reader says what is wrong with it
+            continue
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+            raise TraceInputError(
+                f"{path}: permission denied", "run as a user that can read the trace"
+            )
+        if (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            kept.append(path)
+    return kept

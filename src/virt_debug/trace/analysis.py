@@ -12,6 +12,7 @@ starts with "qemu"; without one, the first process of the trace stands in for it
 
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from virt_debug.trace.results import (
     ThreadInfo,
 )
 from virt_debug.trace.strings import first_literal, str_array, unescape
-from virt_debug.trace.track import Tracker
+from virt_debug.trace.track import Thread, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ EXAMPLES = 3
 MAX_GROUPS = 5000
 MAX_FILES = 5000
 MAX_UNPARSED = 50
+MAX_UNPARSED_TEXT = 1000
+_DUMP = re.compile(r"\s*\| [0-9a-f]{5} ")
+# Linux paths are at most 4096 bytes, four characters each when strace escapes them:
+# anything longer is not a path, and kept whole it would make the aggregates as big
+# as the trace.
+MAX_PATH = 16384
 TIMELINE_HEAD = 1000
 TIMELINE_TAIL = 1000
 MAX_MARKS = 300
@@ -54,6 +61,18 @@ _READS = frozenset({"read", "pread64", "readv", "preadv", "preadv2"})
 _WRITES = frozenset({"write", "writev"})
 _EXECVES = frozenset({"execve", "execveat"})
 _REDACTOR_CALLS = WATCHED
+# What the per-call step does beyond counting, by syscall name (bit flags).
+_IO, _OPEN, _EXIT, _WRITE, _EXEC = 1, 2, 4, 8, 16
+_SPECIAL: dict[str, int] = {}
+for _names, _flag in (
+    (_REDACTOR_CALLS, _IO),
+    (_OPENS, _OPEN),
+    (_EXITS, _EXIT),
+    (_WRITES, _WRITE),
+    (_EXECVES, _EXEC),
+):
+    for _name in _names:
+        _SPECIAL[_name] = _SPECIAL.get(_name, 0) | _flag
 _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/ptmx")
 MAX_SECRET_READS = 50
 
@@ -117,8 +136,16 @@ def analyze_events(
 ) -> Analysis:
     """Analyse a stream of events (from ``parse.iter_events``) in one pass."""
     run = _Pass(redact)
+    # The loop calls the tracker's and the pass's per-call steps directly: most
+    # events are calls, and each layer of calls costs on millions of them.
+    track = run.tracker.track_call
+    syscall = run._syscall
+    other = run.feed
     for event in events:
-        run.feed(event)
+        if type(event) is Syscall:
+            syscall(event, track(event))
+        else:
+            other(event)
     result = run.finish(list(sources))
     log.debug(
         "analysed %d events: %d failure groups, %d hints, QEMU pid %s",
@@ -138,7 +165,7 @@ class _Pass:
         self.stderr = StderrLog()
         self.groups: dict[tuple, FailureGroup] = {}
         self.groups_dropped = 0
-        self.stats: dict[str, list] = {}  # name -> [calls, errors, seconds]
+        self.stats: dict[str, list] = {}  # name -> [calls, errors, seconds, flags]
         self.files: dict[str, FileStat] = {}
         self.files_dropped = 0
         self.lanes: dict[int, _LaneState] = {}
@@ -164,15 +191,21 @@ class _Pass:
         return thread.tgid if thread is not None else tid
 
     def feed(self, event: Event) -> None:
-        self.events += 1
         if type(event) is Syscall:
-            self.tracker.feed(event)
-            self._syscall(event)
+            self._syscall(event, self.tracker.track_call(event))
             return
+        self.events += 1  # events other than calls; calls count in self.calls
         if isinstance(event, Unparsed):
             self.unparsed_count += 1
             if len(self.unparsed) < MAX_UNPARSED:
-                text = f"{event.text}  [{event.reason}]"
+                text = event.text
+                if self.redact and _DUMP.match(text):
+                    # strace -e read=/write= prints the bytes of a call again, as
+                    # hex and text, on lines of their own: a secret's too.
+                    text = text[: text.find("|") + 9] + "  <redacted>"
+                if len(text) > MAX_UNPARSED_TEXT:
+                    text = text[:MAX_UNPARSED_TEXT] + f"… ({len(text):,} characters)"
+                text = f"{text}  [{event.reason}]"
                 self.unparsed.append(Evidence(event.source, event.line_no, None, text))
             return
         self.tracker.feed(event)
@@ -190,10 +223,12 @@ class _Pass:
                 self.start = time
             self.end = time
 
-    def _syscall(self, call: Syscall) -> None:
-        # The hot path: runs for every call of traces with millions of them, so
-        # it does set lookups first and only calls out for the calls that matter.
-        self.calls += 1
+    def _syscall(self, call: Syscall, thread: Thread) -> None:
+        # The hot path: runs for every call of traces with millions of them (after
+        # the tracker's step, which found the call's thread). Most calls are
+        # successful and repetitive: they get counted, put on their thread's
+        # timeline and nothing more; one dict lookup tells the few that matter.
+        # (The calls are counted at the end, from the per-syscall counts.)
         time = call.time
         if time is not None:
             if self.start is None:
@@ -201,71 +236,72 @@ class _Pass:
             self.end = time
         pid = call.pid
         name = call.name
-        thread = self.tracker.threads.get(pid)
-        tgid = thread.tgid if thread is not None else pid
-
-        if name in _REDACTOR_CALLS:
-            fd_path = call.fd_path
-            # eventfds and the like are most of a busy QEMU's reads and writes
-            if fd_path is None or not fd_path.startswith("anon_inode:"):
-                self._io(call, tgid)
-
+        tgid = thread.tgid
+        # Per syscall name: [calls, errors, -T seconds, what else it needs]
         stat = self.stats.get(name)
         if stat is None:
-            stat = self.stats[name] = [0, 0, 0.0]
+            stat = self.stats[name] = [0, 0, 0.0, _SPECIAL.get(name)]
         stat[0] += 1
         duration = call.duration
         if duration is not None:
             stat[2] += duration
+        special = stat[3]
+
+        if special is not None and special & _IO:
+            fd_path = call.fd_path
+            # eventfds and the like are most of a busy QEMU's reads and writes
+            if fd_path is None or fd_path[:11] != "anon_inode:":
+                self._io(call, tgid)
 
         lane = self.lanes.get(pid)
         if lane is None:
             lane = self._lane(pid, tgid)
         lane.last.append(call)
-        if lane.kept:
-            entry = (time, duration, name, call.errno, call.line_no)
-            if lane.tail is None:
-                lane.head.append(entry)
-                if len(lane.head) == TIMELINE_HEAD:
-                    lane.tail = deque(maxlen=TIMELINE_TAIL)
-            else:
-                if len(lane.tail) == TIMELINE_TAIL:
-                    lane.omitted += 1
-                lane.tail.append(entry)
+        errno = call.errno
+        tail = lane.tail
+        if tail is not None:
+            # How many calls fell between head and tail is counted at the end.
+            tail.append((time, duration, name, errno, call.line_no))
+        elif lane.kept:
+            lane.head.append((time, duration, name, errno, call.line_no))
+            if len(lane.head) == TIMELINE_HEAD:
+                lane.tail = deque(maxlen=TIMELINE_TAIL)
 
-        if call.errno is not None:
+        if errno is not None:
             stat[1] += 1
             self._failure(call, lane)
-        if name in _OPENS and call.path is not None:
-            self._file(call.path, call.errno is None)
-
         if tgid == self.qemu_tgid:
             if call.retval is not None:  # not a call cut short by the end
                 self.last_tid = pid
-            if name in _EXITS:
-                self.exit_tid = pid
-            elif name in _WRITES and call.args[:2] in ("2,", "2<"):
-                self.stderr.add(call)
-        if name in _EXECVES and call.retval == 0:
-            self._exec(call, lane)
+            if special is not None:
+                if special & _EXIT:
+                    self.exit_tid = pid
+                elif special & _WRITE and call.fd == 2:
+                    self.stderr.add(call)
+        if special is not None:
+            if special & _OPEN and call.path is not None:
+                self._file(call.path, errno is None)
+            elif special & _EXEC and call.retval == 0:
+                self._exec(call, lane)
 
     def _io(self, call: Syscall, tgid: int) -> None:
         """Secret files, redaction and the monitor log, for the calls that move data."""
         fd_path = call.fd_path
         redactor = self.redactor
         if fd_path:
-            if fd_path[0] == "/" and not fd_path.startswith(_TERMINALS):
-                # A file: only a secret one matters. The read is recorded before
-                # the redactor rewrites the call.
+            if (
+                fd_path[0] == "/" and not fd_path.startswith(_TERMINALS)
+            ) or not fd_path.startswith(STREAMS):
+                # A file (relative when the tracker could not resolve it): only a
+                # secret one matters. The read is recorded before the redactor
+                # rewrites the call.
                 if is_secret_path(fd_path, redactor.secret_files):
                     if call.name in _READS and call.retval:
                         self._secret_read(call)
                     redactor.feed(call)
-                return
-            if not fd_path.startswith(STREAMS):
-                return  # an eventfd, a timerfd...: nothing to read there
+                return  # any other file, an eventfd...: no monitor there
         redactor.last_payload = None
-        redactor.feed(call)
+        redactor.feed(call, tgid)
         # The monitor log gets the bytes the redactor decoded before hiding them.
         done = redactor.last_payload
         self.monitor.feed(call, tgid, done[1] if done and done[0] is call else None)
@@ -273,6 +309,8 @@ class _Pass:
     def _failure(self, call: Syscall, lane: _LaneState) -> None:
         # The tracker gives mmap's fd (its fifth argument) a path too.
         path = call.path or call.fd_path
+        if path is not None and len(path) > MAX_PATH:
+            path = _cut_path(path)
         request = rootcause.ioctl_request(call) if call.name == "ioctl" else None
         key = (call.name, call.errno, path, request)
         group = self.groups.get(key)
@@ -317,6 +355,8 @@ class _Pass:
             lane.marks.append(Mark(call.time, "secret", label, call.line_no))
 
     def _file(self, path: str, ok: bool) -> None:
+        if len(path) > MAX_PATH:
+            path = _cut_path(path)
         stat = self.files.get(path)
         if stat is None:
             if len(self.files) >= MAX_FILES:
@@ -379,4 +419,15 @@ class _Pass:
     def finish(self, sources: list[str]) -> Analysis:
         from virt_debug.trace.finish import finish
 
+        self.calls = sum(stat[0] for stat in self.stats.values())
+        # Each kept lane got every call of its thread: the head, then the tail.
+        threads = self.tracker.threads
+        for tid, lane in self.lanes.items():
+            thread = threads.get(tid)
+            if lane.tail is not None and thread is not None:
+                lane.omitted = thread.calls - len(lane.head) - len(lane.tail)
         return finish(self, sources)
+
+
+def _cut_path(path: str) -> str:
+    return f"{path[:MAX_PATH]}… ({len(path):,} characters)"

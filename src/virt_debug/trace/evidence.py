@@ -10,7 +10,7 @@ from virt_debug.trace.strings import LITERAL, unescape
 MAX_TEXT = 300
 MAX_STDERR = 65536
 TRUNCATED = "[...]"
-_IOV = re.compile(r'iov_base="((?:[^"\\]|\\.)*)"(\.\.\.)?')
+_IOV = re.compile(r'iov_base="((?:[^"\\]++|\\.)*+)"(\.\.\.)?', re.S)
 
 
 @dataclass
@@ -65,6 +65,10 @@ class StderrLog:
 
     def keep(self, text: str, evidence: Evidence) -> None:
         """Add one piece of QEMU's stderr and where it comes from."""
+        if len(text) > MAX_STDERR:
+            # One write bigger than all we keep: its end is what counts.
+            self.dropped += len(text) - MAX_STDERR
+            text = text[-MAX_STDERR:]
         self.pieces.append((text, evidence))
         self.size += len(text)
         while self.size > MAX_STDERR and len(self.pieces) > 1:

@@ -19,9 +19,9 @@ from virt_debug.trace.strings import REDACTED
 if TYPE_CHECKING:
     from virt_debug.trace.analysis import _Pass
 
-_ARGV_SECRET = re.compile(r"((?:^|[,\s])(?:data|password|passwd)=)([^,\s\"]+)")
+_ARGV_SECRET = re.compile(r"((?:^|[,\s])(?:data|password|passwd)=)((?:,,|[^,\s\"])+)")
 _JSON_SECRET = re.compile(
-    r'((?:\\?")(?:data|password|passwd|secret)(?:\\?")\s*:\s*\\?")((?:[^"\\]|\\.)*)'
+    r'((?:\\?")(?:data|password|passwd|secret)(?:\\?")\s*:\s*\\?")((?:[^"\\]++|\\.)*+)'
 )
 
 
@@ -32,7 +32,7 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
         sources=sources,
         redacted=run.redact,
         redacted_calls=run.redactor.calls,
-        events=run.events,
+        events=run.events + run.calls,
         syscalls_total=run.calls,
         start_time=run.start,
         end_time=run.end,
@@ -80,7 +80,7 @@ def finish(run: "_Pass", sources: list[str]) -> Analysis:
     has = result.has_durations
     stats = [
         SyscallStat(name, calls, errors, seconds if has else None)
-        for name, (calls, errors, seconds) in run.stats.items()
+        for name, (calls, errors, seconds, _) in run.stats.items()
     ]
     result.syscalls = sorted(stats, key=lambda s: (-s.calls, s.name))
     result.files = sorted(run.files.values(), key=lambda f: (-f.failed, -f.ok, f.path))

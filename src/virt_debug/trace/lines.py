@@ -109,6 +109,15 @@ class FileReader(RecordReader):
                 try:
                     if ts is None:
                         time = None
+                    elif (
+                        ts[:6] == minute
+                        and ts[8:9] == "."
+                        and ts[6:8].isdecimal()
+                        and ts[9:].isdecimal()
+                    ):
+                        # The common case, checked without the regex: the same
+                        # minute as the line before, "SS.ffffff" (-tt).
+                        time = minute_base + float(ts[6:])
                     elif valid_time(ts) is None:
                         raise ValueError(ts)
                     elif ts[:6] == minute:

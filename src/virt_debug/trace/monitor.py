@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from virt_debug.trace import syntax
 from virt_debug.trace.model import Syscall
-from virt_debug.trace.redact import payload_cut
+from virt_debug.trace.redact import payload_cut, stream_key
 from virt_debug.trace.strings import REDACTED
 
 MAX_MESSAGES = 200
@@ -20,8 +20,8 @@ _IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
 _OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
 _SOCKETS = ("UNIX", "TCP", "socket:", "UDP")
 _KEYS = r'"(?:data|password|passwd|secret|new-secret)"\s*:\s*"'
-_JSON_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]|\\.)*)(")')
-_CUT_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]|\\.)*)()$')
+_JSON_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]++|\\.)*+)(")')
+_CUT_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]++|\\.)*+)()$')
 
 
 @dataclass
@@ -65,11 +65,14 @@ class MonitorLog:
             data, cut = payload_cut(name, call.args)
         if not data:
             return
-        num = syntax.leading_int(call.args)
-        if num is None:
-            return
+        fd = call.fd  # the tracker's reading of the first argument
+        if fd is None:
+            num = syntax.leading_int(call.args)
+            if num is None:
+                return
+            fd = num[0]
 
-        key = (tgid, num[0], inbound)
+        key = stream_key(fd_path, tgid, fd, inbound)
         pending = self._open.get(key)
         if pending is None:
             pending = self._open[key] = (bytearray(), call)
@@ -79,13 +82,13 @@ class MonitorLog:
             end = buf.find(b"\n")
             if end < 0:
                 break
-            self._emit(pending[1], num[0], inbound, bytes(buf[:end]), False)
+            self._emit(pending[1], fd, inbound, bytes(buf[:end]), False)
             del buf[: end + 1]
             pending = self._open[key] = (buf, call)
         if cut or len(buf) > MAX_MESSAGE:
             # strace cut the data (-s) or no newline came: the rest is unknown, so
             # the message ends here, marked, and the next call starts a new one.
-            self._emit(pending[1], num[0], inbound, bytes(buf), True)
+            self._emit(pending[1], fd, inbound, bytes(buf), True)
             buf.clear()
         if not buf:
             del self._open[key]

@@ -45,13 +45,21 @@ STREAMS = (
     "/dev/tty",
     "/dev/ptmx",
 )
-_IOV = re.compile(r'iov_base=("(?:[^"\\]|\\.)*")')
+_IOV = re.compile(r'iov_base=("(?:[^"\\]++|\\.)*+")', re.S)
 # key=value secrets in QEMU option strings, and JSON ones (escaped by strace: \").
-_ARGV_KV = re.compile(r"((?:^|[,\s\"])(?:data|password|passwd)=)((?:[^,\"\\]|\\.)+)")
+# QEMU reads ",," inside an option value as a comma of the value.
+_ARGV_KV = re.compile(r"((?:^|[,\s\"])(?:data|password|passwd)=)((?:,,|[^,\"\\]|\\.)+)")
+# The same two, on an argument as QEMU gets it (strace's escapes undone).
+_PLAIN_KV = re.compile(r"((?:^|[,\s\"])(?:data|password|passwd)=)((?:,,|[^,])+)")
+_PLAIN_JSON = re.compile(
+    r'("(?:data|password|passwd|secret|new-secret)"\s*:\s*")((?:[^"\\]++|\\.)*+)'
+)
 _ARGV_JSON = re.compile(
     r'(\\"(?:data|password|passwd|secret)\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*)'
 )
 _MAX_VALUES = 200
+_MAX_PAYLOADS = 1024
+_MAX_CACHED = 1024  # longer argument texts are rarely repeated
 _MAX_SECRET = 4096
 
 
@@ -112,7 +120,7 @@ class _Stream:
                     self.key.append(byte)
             elif state == 2:
                 if byte == 0x3A:  # ":" after a key
-                    self.state = 3 if bytes(self.key) in SECRET_KEYS else 0
+                    self.state = 3 if _json_key(self.key) in SECRET_KEYS else 0
                 elif byte == 0x22:
                     self.state = 1
                     self.key.clear()
@@ -127,6 +135,25 @@ class _Stream:
         return secret
 
 
+def stream_key(fd_path: str | None, tgid: int, fd: int, inbound: bool) -> tuple:
+    """Which byte stream a read or write belongs to. A socket's ``-y`` decoration
+    names it system-wide (its inode): threads the tracker never saw created
+    (``strace -p`` attaches to them all) still share one stream."""
+    if fd_path and ":[" in fd_path:
+        return (fd_path, inbound)
+    return (tgid, fd, inbound)
+
+
+def _json_key(raw: bytearray) -> bytes:
+    """A key as JSON means it: ``"d\\u0061ta"`` is ``"data"`` to QEMU."""
+    if 0x5C not in raw:
+        return bytes(raw)
+    try:
+        return json.loads(b'"' + raw + b'"').encode()
+    except ValueError:
+        return bytes(raw)
+
+
 class Redactor:
     """Feed it every call, in order, after the tracker: it hides what is secret."""
 
@@ -138,13 +165,20 @@ class Redactor:
         self.values: set[str] = set()  # secret values seen, scrubbed from other text
         self.calls = 0  # calls whose strings were hidden
         self._tgid_of = tgid_of or (lambda tid: tid)
-        self._streams: dict[tuple[int, int, bool], _Stream] = {}
+        self._streams: dict[tuple, _Stream] = {}
+        self._sockets: dict[tuple[int, int], str] = {}  # (tgid, fd) -> socket
         # The bytes of the last stream call, before hiding them: the monitor log
         # reads them instead of decoding the call a second time.
         self.last_payload: tuple[Syscall, bytes] | None = None
+        # Monitor traffic repeats the same argument text (one byte per recvmsg):
+        # each short text is decoded once.
+        self._payloads: dict[str, tuple[str, bytes]] = {}
 
-    def feed(self, call: Syscall) -> bool:
-        """Hide the secret strings of ``call`` in place; True when it did."""
+    def feed(self, call: Syscall, tgid: int | None = None) -> bool:
+        """Hide the secret strings of ``call`` in place; True when it did.
+
+        ``tgid``: the process of the calling thread, when the caller knows it.
+        """
         name = call.name
         if name not in WATCHED:
             return False
@@ -157,7 +191,8 @@ class Redactor:
             return False
 
         fd_path = call.fd_path
-        if fd_path and fd_path[0] == "/" and name in _FILE_IO:
+        if fd_path and name in _FILE_IO and not fd_path.startswith(STREAMS):
+            # a relative path too, when the tracker could not resolve it
             if is_secret_path(fd_path, self.secret_files):
                 if name.startswith(("read", "pread")) and call.retval:
                     self._learn_literals(call.args)
@@ -170,14 +205,30 @@ class Redactor:
             return False
         if inbound and not (call.retval and call.retval > 0):
             return False
-        data = payload(name, call.args)
+        args = call.args
+        found = self._payloads.get(args)
+        if found is not None and found[0] == name:
+            data = found[1]
+        else:
+            data = payload(name, args)
+            if len(args) <= _MAX_CACHED:
+                if len(self._payloads) >= _MAX_PAYLOADS:
+                    self._payloads.clear()
+                self._payloads[args] = (name, data)
         self.last_payload = (call, data)
         if not data:
             return False
-        num = syntax.leading_int(call.args)
-        if num is None:
-            return False
-        key = (self._tgid_of(call.pid), num[0], inbound)
+        fd = call.fd  # the tracker's reading of the first argument
+        if fd is None:
+            num = syntax.leading_int(args)
+            if num is None:
+                return False
+            fd = num[0]
+        if tgid is None:
+            tgid = self._tgid_of(call.pid)
+        key = stream_key(call.fd_path, tgid, fd, inbound)
+        if len(key) == 2:
+            self._sockets[(tgid, fd)] = call.fd_path  # for a close without -y
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = _Stream()
@@ -216,11 +267,28 @@ class Redactor:
             return m.group(1) + REDACTED
 
         new = _ARGV_JSON.sub(kv, _ARGV_KV.sub(kv, args))
+        # strace -x/-xx (and octal escapes) hide the options from the patterns
+        # above: read each string as QEMU got it, rewrite those holding a secret.
+        new = LITERAL.sub(self._argv_string, new)
         if new == args:
             return False
         call.args = new
         self.calls += 1
         return True
+
+    def _argv_string(self, m: re.Match) -> str:
+        text = unescape(m.group(1)).decode("utf-8", "surrogateescape")
+
+        def hide(found: re.Match) -> str:
+            if found.group(2) != REDACTED:
+                self._add(found.group(2))
+                self._add(found.group(2).replace(",,", ","))
+            return found.group(1) + REDACTED
+
+        clean = _PLAIN_JSON.sub(hide, _PLAIN_KV.sub(hide, text))
+        if clean == text:
+            return m.group(0)
+        return f'"{_escape(clean)}"{m.group(2) or ""}'
 
     def _secret_object_file(self, arg: str) -> None:
         # -object secret,id=sec0,file=/path  or  {"qom-type":"secret",...,"file":...}
@@ -244,6 +312,9 @@ class Redactor:
             tgid = self._tgid_of(call.pid)
             self._streams.pop((tgid, num[0], True), None)
             self._streams.pop((tgid, num[0], False), None)
+            socket = self._sockets.pop((tgid, num[0]), None) or call.fd_path
+            self._streams.pop((socket, True), None)
+            self._streams.pop((socket, False), None)
 
     def _learn(self, value: bytes) -> None:
         # As sent (JSON escapes kept) and as meant (escapes undone).
@@ -266,6 +337,24 @@ class Redactor:
         # Short values would blank out ordinary words all over the report.
         if len(value) >= 6 and len(self.values) < _MAX_VALUES:
             self.values.add(value)
+
+
+def _escape(text: str) -> str:
+    """``text`` as strace would print it in a string literal."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif code < 32 or code == 127:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def payload(name: str, args: str) -> bytes:

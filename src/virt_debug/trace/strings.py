@@ -10,7 +10,9 @@ import re
 REDACTED = "<redacted>"
 
 # A literal with its escapes, and the "..." strace appends when it truncated it.
-LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?', re.S)
+# Possessive: the regex engine keeps no backtracking state per character, which
+# on one string of ten megabytes took gigabytes.
+LITERAL = re.compile(r'"((?:[^"\\]++|\\.)*+)"(\.\.\.)?', re.S)
 
 _SIMPLE = {
     "n": 10,

@@ -70,7 +70,7 @@ class Tracker:
     def feed(self, event: Event) -> Event:
         """Annotate ``event`` (a Syscall gets path/fd_path) and update the state."""
         if type(event) is Syscall:
-            self._syscall(event)
+            self.track_call(event)
         elif isinstance(event, Exit):
             thread = self._thread(event.pid, event.time)
             thread.exit_code = event.code
@@ -116,7 +116,8 @@ class Tracker:
             thread.last_time = time
         return thread
 
-    def _syscall(self, call: Syscall) -> None:
+    def track_call(self, call: Syscall) -> Thread:
+        """``feed`` for a call: annotate it; returns the thread that made it."""
         # This runs for every call of the trace: keep it to dict lookups.
         thread = self.threads.get(call.pid)
         if thread is None:
@@ -158,6 +159,7 @@ class Tracker:
         handler = self._handlers.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
+        return thread
 
     def _mmap_fd(self, call: Syscall, thread: Thread) -> None:
         """mmap's fd is its fifth argument (-1 for anonymous memory)."""

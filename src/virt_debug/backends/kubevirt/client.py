@@ -105,14 +105,22 @@ class ApiError(KubernetesError):
 
 
 def _describe(e: ApiException, method: str, path: str) -> ApiError:
-    reason, message = e.reason or "", ""
+    reason, raw = e.reason or "", e.body or ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
     try:
-        body = json.loads(e.body or "{}")
-        message = body.get("message", "")
-        reason = body.get("reason", reason)
+        body = json.loads(raw or "{}")
     except (TypeError, ValueError):
-        message = (e.body or "")[:200] if isinstance(e.body, str) else ""
+        body = None
+    if isinstance(body, dict):
+        # A Status object, as the API server sends.
+        message = str(body.get("message") or "")
+        reason = str(body.get("reason") or reason)
+    else:
+        message = str(raw)[:200]
     status = int(e.status or 0)
+    # One line, whatever the body was (a proxy's HTML page, a stack trace).
+    message = " ".join(str(message).split())
     text = f"{method} {path}: {status} {reason}: {message}".rstrip(": ")
     if status == 403:
         text += " (your account lacks this permission; see `kubectl auth can-i`)"

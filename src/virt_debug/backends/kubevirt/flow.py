@@ -292,8 +292,10 @@ class Session:
     def setup(self) -> list[Planned]:
         pre = self.preflight()
         changes = self._changes(resume=True)
+        # Outside the restore: a record we could not write means nothing changed,
+        # and one written by another run meanwhile is not ours to undo.
+        changes.save()
         with self._restoring(changes):
-            changes.save()
             self._gate(changes, pre)
             self._setup(changes, pre)
         return changes.plan()
@@ -308,8 +310,10 @@ class Session:
                 hint=f"run `virt-debug kubevirt setup {self.vm} -n {self.namespace}` "
                 "first",
             )
+        # Outside the restore: a record we could not write means nothing changed,
+        # and one written by another run meanwhile is not ours to undo.
+        changes.save()
         with self._restoring(changes):
-            changes.save()
             self._gate(changes, pre)
             self._attach(changes, pre)
             if restart:
@@ -340,8 +344,10 @@ class Session:
             transfer.check_destination(dest)
         pre = self.preflight()
         changes = self._changes(resume=False)
+        # Outside the restore: a record we could not write means nothing changed,
+        # and one written by another run meanwhile is not ours to undo.
+        changes.save()
         with self._restoring(changes):
-            changes.save()
             self._gate(changes, pre)
             self._setup(changes, pre)
             self._attach(changes, pre)

@@ -25,7 +25,7 @@ from virt_debug.backends.kubevirt.objects import (
     apply_merge_patch,
     record_configmap,
 )
-from virt_debug.errors import KubernetesError
+from virt_debug.errors import KubernetesError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,13 @@ class Changes:
         except ApiError as e:
             if e.status != 409:
                 raise
-            self.kube.merge_patch(path, {"data": cm["data"]})
+            # It was not there when we looked: another run began on this VM.
+            vm, ns = self.record.vm, self.namespace
+            raise UsageError(
+                f"another virt-debug run began on {ns}/{vm} meanwhile "
+                f"(record {name}); nothing was changed",
+                hint=f"let it finish, or: virt-debug kubevirt detach {vm} -n {ns}",
+            ) from e
         self.saved = True
 
     def forget(self) -> None:

@@ -41,6 +41,9 @@ def deferred_interrupt(report: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if pressed:
+        # Held back, not forgotten: the user still wants to stop.
+        raise KeyboardInterrupt
 
 
 def undo(

@@ -6,11 +6,11 @@ within a version. Times are seconds (floats) as in the trace: epoch seconds for
 are seconds since the trace's first timed record.
 """
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 from virt_debug.trace.analysis import Analysis
+from virt_debug.trace.report import finite_json
 
 
 def to_dict(analysis: Analysis) -> dict[str, Any]:
@@ -77,4 +77,4 @@ def to_dict(analysis: Analysis) -> dict[str, Any]:
 
 
 def render_json(analysis: Analysis) -> str:
-    return json.dumps(to_dict(analysis), indent=1, ensure_ascii=False) + "\n"
+    return finite_json(to_dict(analysis), indent=1, ensure_ascii=False) + "\n"

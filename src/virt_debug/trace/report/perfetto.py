@@ -8,10 +8,11 @@ exits are instant events (``ph: "i"``); process and thread names are metadata ev
 without timestamps is laid out by line number, one microsecond per line.
 """
 
-import json
+import math
 from typing import Any
 
 from virt_debug.trace.analysis import Analysis
+from virt_debug.trace.report import finite_json
 
 _SLIVER_US = 1.0
 
@@ -23,7 +24,10 @@ def trace_events(analysis: Analysis) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
 
     def ts(time: float | None, line: int) -> float:
-        return round((time - start) * 1e6, 3) if time is not None else float(line)
+        # A time a hostile trace made infinite is placed by its line, like no time.
+        if time is None or not math.isfinite(time - start):
+            return float(line)
+        return round((time - start) * 1e6, 3)
 
     for t in a.threads:
         if t.tid == t.tgid:
@@ -41,7 +45,7 @@ def trace_events(analysis: Analysis) -> dict[str, Any]:
                 "cat": "syscall" if errno is None else "syscall,failed",
                 "ph": "X",
                 "ts": ts(time, line),
-                "dur": round(duration * 1e6, 3) if duration else _SLIVER_US,
+                "dur": _dur(duration),
                 "pid": pid,
                 "tid": lane.tid,
                 "args": {"line": line},
@@ -106,9 +110,18 @@ def trace_events(analysis: Analysis) -> dict[str, Any]:
     }
 
 
+def _dur(duration: float | None) -> float:
+    if not duration or not math.isfinite(duration):
+        return _SLIVER_US
+    return round(duration * 1e6, 3)
+
+
 def _meta(kind: str, pid: int, tid: int, name: str) -> dict[str, Any]:
     return {"name": kind, "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}}
 
 
 def render_perfetto(analysis: Analysis) -> str:
-    return json.dumps(trace_events(analysis), separators=(",", ":")) + "\n"
+    return (
+        finite_json(trace_events(analysis), separators=(",", ":"), ensure_ascii=False)
+        + "\n"
+    )

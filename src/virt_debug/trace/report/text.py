@@ -2,10 +2,11 @@
 after. Written with rich so it wraps to the terminal's width; colour only when asked.
 """
 
+import copy
+import dataclasses
 import io
 import os
 import textwrap
-import time as _time
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,12 +16,28 @@ from rich.tree import Tree
 
 from virt_debug.trace.analysis import Analysis
 from virt_debug.trace.evidence import Evidence
+from virt_debug.trace.report import clock
 from virt_debug.trace.results import FailureGroup
 
 TOP = 15
 MONITOR_LAST = 10
 EVIDENCE_LINES = 3
 MAX_FAILURE_ROWS = 30
+MAX_SHOWN = 2000  # characters of one path, message or argument shown at most
+
+# What a terminal would act on rather than show: C0 controls but the newline, DEL,
+# C1 controls (U+009B is a CSI of its own), line separators, bidirectional overrides,
+# and lone surrogates (file-name bytes that are not UTF-8). They are shown escaped.
+_UNSAFE = {
+    **{code: f"\\x{code:02x}" for code in [*range(32), *range(0x7F, 0xA0)]},
+    **{code: f"\\u{code:04x}" for code in [0x2028, 0x2029, 0x200E, 0x200F]},
+    **{code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F)]},
+    **{code: f"\\u{code:04x}" for code in [*range(0x2066, 0x206A)]},
+    **{code: f"\\x{code - 0xDC00:02x}" for code in range(0xDC80, 0xDD00)},
+    **{code: f"\\u{code:04x}" for code in range(0xD800, 0xDC80)},
+    **{code: f"\\u{code:04x}" for code in range(0xDD00, 0xE000)},
+}
+_LINES = {**_UNSAFE, 10: "\n", 9: "    "}
 
 
 def render_text(
@@ -37,8 +54,42 @@ def render_text(
         emoji=False,
         soft_wrap=False,
     )
-    _Writer(console, analysis, verbose).write()
+    _Writer(console, shown(analysis), verbose).write()
     return out.getvalue()
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` as the terminal may show it: controls escaped, cut past
+    ``MAX_SHOWN``; ``lines`` keeps newlines (CRLF as one)."""
+    if len(text) > MAX_SHOWN:
+        text = text[:MAX_SHOWN] + " [...]"
+    if lines:
+        return text.replace("\r\n", "\n").translate(_LINES)
+    return text.translate(_UNSAFE)
+
+
+def shown(analysis: Analysis) -> Analysis:
+    """A copy of ``analysis`` whose every string is ``printable``: the trace decides
+    what they hold, and the terminal must not take any of it as a command."""
+    clean = _printable_copy(analysis, skip=("timeline",))
+    clean.qemu_stderr = printable(analysis.qemu_stderr[-MAX_SHOWN:], lines=True)
+    return clean
+
+
+def _printable_copy(value, skip=()):
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_printable_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_printable_copy(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        clean = copy.copy(value)
+        for f in dataclasses.fields(value):
+            if f.name not in skip:
+                setattr(clean, f.name, _printable_copy(getattr(value, f.name)))
+        return clean
+    return value
 
 
 class _Writer:
@@ -308,10 +359,4 @@ class _Writer:
             self.c.print(Text(line, style=style), no_wrap=True, crop=True)
 
     def _clock(self, when: float | None) -> str:
-        if when is None:
-            return "-"
-        # Relative traces (-r) start near zero: show the offset, not a date.
-        if when < 10**8:
-            return f"+{when:.6f}s"
-        frac = f"{when % 1:.6f}"[1:]
-        return _time.strftime("%H:%M:%S", _time.localtime(when)) + frac
+        return clock(when)
