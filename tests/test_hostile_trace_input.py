@@ -4,6 +4,7 @@ Whatever is wrong with the input, the command ends with one line saying so and a
 non-zero status, never a traceback; and what it does read it reads once.
 """
 
+import gzip
 import math
 import os
 import resource
@@ -193,3 +194,57 @@ def test_io_dump_lines_are_not_unreadable(tmp_path):
     analysis = analyze_paths([trace])
 
     assert analysis.unparsed_count == 0
+
+
+def test_report_over_the_trace_itself_is_refused(tmp_path):
+    trace = tmp_path / "qemu.strace"
+    trace.write_text(PLAIN.read_text())
+
+    message = one_line_error(cli(str(trace), "-o", str(tmp_path / "." / "qemu.strace")))
+
+    assert "qemu.strace" in message
+    assert trace.read_text() == PLAIN.read_text()  # the trace is still there
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not gzip at all", gzip.compress(PLAIN.read_bytes())[:200], b"\x1f\x8b\x08junk"],
+    ids=["not-gzip", "truncated", "bad-header"],
+)
+def test_broken_gzip_traces_are_one_line_errors(tmp_path, data):
+    trace = tmp_path / "qemu.strace.gz"
+    trace.write_bytes(data)
+
+    result = cli(str(trace))
+
+    message = one_line_error(result)
+    assert result.returncode == 5  # a trace input error, not an interruption
+    assert "qemu.strace.gz" in message
+    assert "None" not in message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reader fault: parse._group_events opens every file of a -ff set at once "
+    "for heapq.merge, so a set with more threads than the fd limit (ulimit -n, "
+    "often 1024) fails with EMFILE ('Too many open files')",
+)
+def test_ff_set_with_more_files_than_the_fd_limit(tmp_path):
+    for n in range(1, 301):
+        (tmp_path / f"trace.{n}").write_text(
+            f'1700000000.{n:06d} openat(AT_FDCWD, "/f{n}", O_RDONLY) = -1 ENOENT '
+            "(No such file or directory)\n"
+        )
+
+    def few_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "virt_debug", "analyze", str(tmp_path), "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=few_fds,
+    )
+
+    assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from virt_debug.trace import analyze_paths
@@ -106,6 +107,12 @@ def test_trace_file_name_that_is_not_utf8(tmp_path, fmt):
         assert "bad\\xff\\xfe" in text.replace("\\\\", "\\")
 
 
+SCHEMA = json.loads(
+    (
+        Path(__file__).parents[1]
+        / "src/virt_debug/trace/report/trace-report.schema.json"
+    ).read_text()
+)
 HUGE = "9" * 400  # a "timestamp" float() makes infinite
 
 
@@ -127,7 +134,9 @@ def test_absurd_timestamps_keep_every_format_whole(tmp_path, stamp, fmt):
         def reject(constant: str) -> None:
             raise ValueError(f"{constant} is not JSON")
 
-        json.loads(out, parse_constant=reject)
+        data = json.loads(out, parse_constant=reject)
+        if fmt == "json":
+            jsonschema.validate(data, SCHEMA)
     assert "EACCES" in out or fmt == "perfetto"
 
 

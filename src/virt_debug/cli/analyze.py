@@ -77,6 +77,8 @@ def analyze(
         raise UsageError(
             "no trace given", "name a strace output file or directory to analyse"
         )
+    if output is not None:
+        _refuse_overwriting_a_trace(output, traces)
     progress = Console(stderr=True)
     with progress.status("Reading the trace…", spinner="dots"):
         analysis = analyze_paths(list(traces), redact=not no_redact)
@@ -97,6 +99,21 @@ def analyze(
             f"cannot write {output}: {e.strerror}", "choose a writable path for -o"
         ) from e
     progress.print(f"Wrote the {fmt} report to {output}")
+
+
+def _refuse_overwriting_a_trace(output: Path, traces: tuple[str, ...]) -> None:
+    # The report is written after the trace is read: over the trace, it would
+    # destroy the only copy of what it explains.
+    for trace in traces:
+        try:
+            same = output.exists() and os.path.samefile(output, trace)
+        except OSError:
+            continue
+        if same:
+            raise UsageError(
+                f"-o {output} is the trace {trace} itself",
+                "write the report to another file",
+            )
 
 
 COMMANDS = [analyze]

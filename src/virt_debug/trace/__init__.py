@@ -6,6 +6,7 @@ the reader (``parse``), the tracker (``track``) and the analysis pass (``analysi
 """
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,17 @@ def analyze_paths(paths: Sequence[Path | str], *, redact: bool = True) -> Analys
     except IsADirectoryError as e:
         raise TraceInputError(f"{e.filename}: is a directory") from e
     except OSError as e:
-        raise TraceInputError(f"{e.filename or paths[0]}: {e.strerror}") from e
+        # gzip's errors are OSErrors without a strerror or a file name
+        where = e.filename or ", ".join(str(p) for p in paths)
+        raise TraceInputError(f"{where}: {e.strerror or e}") from e
+    except (EOFError, zlib.error) as e:
+        # A .gz trace cut short (still being written, or copied in part); left
+        # alone, click would take the EOFError for Ctrl-D and say "interrupted".
+        where = ", ".join(str(p) for p in paths)
+        raise TraceInputError(
+            f"{where}: compressed trace is cut short or damaged ({e})",
+            "copy the whole file again, or gunzip what there is",
+        ) from e
     if result.events == result.unparsed_count:
         # Nothing but lines it cannot read (a binary file, the wrong file): there is
         # nothing to explain, and a report of garbage would hide that.

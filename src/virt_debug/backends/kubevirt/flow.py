@@ -22,15 +22,7 @@ from virt_debug.backends.kubevirt import client as api
 from virt_debug.backends.kubevirt import power, restore, volume
 from virt_debug.backends.kubevirt import preflight as checks
 from virt_debug.backends.kubevirt.client import Kube
-from virt_debug.backends.kubevirt.objects import (
-    QEMU,
-    SIDECAR_ANNOTATION,
-    feature_gate_patch,
-    label_value,
-    name_problem,
-    parse_sidecars,
-    template_annotations,
-)
+from virt_debug.backends.kubevirt.objects import QEMU, feature_gate_patch, label_value
 from virt_debug.backends.kubevirt.record import PLURALS, Changes, Planned, Record, load
 from virt_debug.backends.kubevirt.transport import PodExec
 from virt_debug.errors import Interrupted, KubernetesError, UsageError
@@ -82,7 +74,7 @@ class Session:
         self.vm = vm
         self.namespace = namespace or kube.namespace
         self.options = options or Options()
-        check_names(self.vm, self.namespace, self.options.claim)
+        checks.check_names(self.vm, self.namespace, self.options.claim)
         self.report = report
         self.outcome: power.Outcome | None = None
         self.known_events: set[str] = set()
@@ -93,18 +85,7 @@ class Session:
         pre = checks.inspect(self.kube, self.vm, self.namespace)
         for warning in pre.warnings:
             self.report(f"warning: {warning}")
-        if pre.vm is not None:
-            annotations = template_annotations(pre.vm)
-        else:
-            annotations = ((pre.vmi or {}).get("metadata") or {}).get("annotations")
-        try:
-            # Read now, before anything is created, not when we come to merge.
-            parse_sidecars((annotations or {}).get(SIDECAR_ANNOTATION))
-        except ValueError as e:
-            raise KubernetesError(
-                f"VM {self.vm}: {e}",
-                hint="fix the annotation by hand first; KubeVirt cannot read it either",
-            ) from e
+        checks.check_sidecars(pre)
         if not pre.gate_on and not self.options.enable_sidecar_gate:
             if not self.options.dry_run:
                 raise checks.gate_off_error(pre.kubevirt)
@@ -437,23 +418,6 @@ class Session:
             changes, keep_pvc=not self.options.delete_pvc, restart_back=restart_back
         )
         return changes.plan()
-
-
-def check_names(vm: str, namespace: str, claim: str = "") -> None:
-    """Refuse names the API would not hold: they end up in request paths."""
-    for what, name, label in (
-        ("VM name", vm, False),
-        ("namespace", namespace, True),
-        ("--pvc", claim, True),
-    ):
-        if what == "--pvc" and not claim:
-            continue
-        problem = name_problem(name, label=label)
-        if problem:
-            raise UsageError(
-                f"{what} {name!r} is not valid: {problem}",
-                hint="`kubectl get vms -A` lists the VMs and their namespaces",
-            )
 
 
 def default_output(vm: str) -> Path:

@@ -15,7 +15,13 @@ from typing import Any
 
 from virt_debug.backends.kubevirt import client as api
 from virt_debug.backends.kubevirt.client import ApiError, Kube
-from virt_debug.backends.kubevirt.objects import feature_gate_patch
+from virt_debug.backends.kubevirt.objects import (
+    SIDECAR_ANNOTATION,
+    feature_gate_patch,
+    name_problem,
+    parse_sidecars,
+    template_annotations,
+)
 from virt_debug.errors import KubernetesError, UsageError
 
 log = logging.getLogger(__name__)
@@ -222,3 +228,35 @@ def kubevirt_path(cr: dict[str, Any]) -> str:
         f"/apis/kubevirt.io/v1/namespaces/{meta.get('namespace')}"
         f"/kubevirts/{meta.get('name')}"
     )
+
+
+def check_names(vm: str, namespace: str, claim: str = "") -> None:
+    """Refuse names the API would not hold: they end up in request paths."""
+    for what, name, label in (
+        ("VM name", vm, False),
+        ("namespace", namespace, True),
+        ("--pvc", claim, True),
+    ):
+        if what == "--pvc" and not claim:
+            continue
+        problem = name_problem(name, label=label)
+        if problem:
+            raise UsageError(
+                f"{what} {name!r} is not valid: {problem}",
+                hint="`kubectl get vms -A` lists the VMs and their namespaces",
+            )
+
+
+def check_sidecars(pre: Preflight) -> None:
+    """Refuse a hookSidecars annotation KubeVirt could not read, before any change."""
+    if pre.vm is not None:
+        annotations = template_annotations(pre.vm)
+    else:
+        annotations = ((pre.vmi or {}).get("metadata") or {}).get("annotations")
+    try:
+        parse_sidecars((annotations or {}).get(SIDECAR_ANNOTATION))
+    except ValueError as e:
+        raise KubernetesError(
+            f"VM {pre.vm_name}: {e}",
+            hint="fix the annotation by hand first; KubeVirt cannot read it either",
+        ) from e
