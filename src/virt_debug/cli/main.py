@@ -82,6 +82,17 @@ def kubectl_plugin() -> None:
     _run(plugin, sys.argv[1:], "kubectl virt-debug")
 
 
+def _printable(text: str) -> str:
+    # Messages quote names from the user's input (file names, VM names): a control
+    # character or stray escape sequence in them must not drive the terminal.
+    return "".join(
+        ch
+        if ch.isprintable()
+        else ch.encode("unicode_escape", "backslashreplace").decode()
+        for ch in text
+    )
+
+
 def _run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
     try:
         group.main(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -94,7 +105,7 @@ def _run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except VirtDebugError as exc:
-        click.echo(f"{prog_name}: error: {exc}", err=True)
+        click.echo(f"{prog_name}: error: {_printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)
