@@ -1,8 +1,8 @@
 """The machine has what the suite needs.
 
-Most tests skip, with a reason, when a program they drive is missing, so that a developer
-without e.g. Chromium can still run the rest. In CI a skip would hide a missing install
-step in scripts/setup.sh, so there every program must be present.
+Most tests skip, with a reason, when a program they drive is missing, so that a
+developer without e.g. Chromium can still run the rest. In CI a skip would hide a
+missing install step in scripts/setup.sh, so there every program must be present.
 """
 
 import os

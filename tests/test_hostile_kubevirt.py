@@ -695,3 +695,21 @@ def test_a_run_that_begins_meanwhile_is_neither_clobbered_nor_undone(cluster, tm
     assert cluster.server.get(CONFIGMAPS, NS, "virt-debug-vm1-record") == theirs
     assert comparable(cluster.vm()) == traced
     assert "virt-debug-vm1-hook" in cluster.ours_left()
+
+
+def test_a_negative_poll_interval_is_a_usage_error(cluster, capsys):
+    before = comparable(cluster.add_vm())
+    code, _, err = invoke(
+        capsys,
+        "kubevirt",
+        "run",
+        "strace",
+        "vm1",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--poll",
+        "-1",
+    )
+    assert code == 2 and "Traceback" not in err
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []

@@ -74,7 +74,7 @@ def connection_options(fn):
         help="CLAIM=DIR: run helper commands here, DIR standing for the PVC "
         "(the exec seam, for tests and offline checks).",
     )
-    @click.option("--poll", type=float, default=1.0, hidden=True)
+    @click.option("--poll", type=click.FloatRange(min=0.001), default=1.0, hidden=True)
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)

@@ -50,6 +50,13 @@ class FileReader(RecordReader):
             valid_time = TIMESTAMP.fullmatch
             bodies: dict[str, _Body | tuple[()]] = {}
             for line_no, line in enumerate(lines, 1):
+                if len(line) >= LONGEST and line[-1] != "\n":
+                    self._too_long(line, line_no, handle)
+                    minute = ""
+                    if ready:
+                        yield from ready
+                        ready.clear()
+                    continue
                 line = line.rstrip("\r\n")
 
                 # Layout: an optional pid column, an optional timestamp, the body.
@@ -57,7 +64,7 @@ class FileReader(RecordReader):
                 if head == pid_text:
                     this_pid = pid
                     rest = rest.lstrip(" ")
-                elif head.isdigit() and len(head) <= 7 and head.isascii():
+                elif head.isdigit() and len(head) <= 8 and head.isascii():
                     pid_text = head
                     this_pid = pid = int(head)
                     rest = rest.lstrip(" ")
@@ -209,6 +216,17 @@ class FileReader(RecordReader):
             stats.blank += 1
             return
 
+        # -e read=/write= data dumps belong to the call printed just before them.
+        if line.startswith(" | "):
+            if self._held is not None:
+                self._held.dump.append(line)
+                stats.joined += 1
+            else:
+                stats.unparsed += 1
+                reason = "data dump without a call"
+                self._push(Unparsed(self.source, line_no, line, reason))
+            return
+
         # -k/-kk frames belong to the call printed just before them (and before
         # the thread's exit line, for exit_group).
         if line.startswith(" > "):
@@ -264,6 +282,24 @@ class FileReader(RecordReader):
             self._count(event)
             self._push(event)
 
+    def _too_long(self, line: str, line_no: int, handle: IO | None) -> None:
+        """A line cut at ``LONGEST`` characters: the rest of it is skipped unread
+        (memory stays bounded whatever the input) and the line reported."""
+        if handle is not None:
+            piece = line
+            while piece and piece[-1] != "\n":
+                piece = handle.readline(LONGEST)
+        carry = self._carry
+        if carry is not None:
+            # The cut line before it did not continue here: read its head alone.
+            self._carry = None
+            first = self._line(carry[1], carry[0], PREFIX.match)
+            self._count_head(first, carry[2])
+            self._push(first)
+        self.stats.unparsed += 1
+        reason = f"line longer than {LONGEST} characters"
+        self._push(Unparsed(self.source, line_no, line[:_SHOWN], reason))
+
     def _push(self, event: Event | None, last: bool = False) -> None:
         """Queue ``event``; the last Syscall (and exits after it) wait for frames."""
         if self._extra:
@@ -289,6 +325,8 @@ class FileReader(RecordReader):
             self._ready.append(event)
 
 
+LONGEST = 8 << 20  # characters read of one line at most; the rest is skipped
+_SHOWN = 4096  # characters of an over-long line kept to show
 _BODIES = 4096  # bodies remembered at most; the memory stays bounded
 # name, resumed, unfinished, args, result, retval, errno, errmsg, injected
 _Body = tuple[str, bool, bool, str, str, int | None, str | None, str | None, str | None]

@@ -38,6 +38,7 @@ class Syscall:
         None  # the fd it acts on: its first argument, mmap's fifth (tracker)
     )
     stack: list[str] = field(default_factory=list)  # -k / -kk frames
+    dump: list[str] = field(default_factory=list)  # -e read=/write= hex dump lines
 
 
 @dataclass(slots=True)

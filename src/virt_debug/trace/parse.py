@@ -29,6 +29,7 @@ Lines the reader cannot read become ``Unparsed`` events with their line number a
 reason; no line is dropped (see ``ReadStats`` for the accounting).
 """
 
+import functools
 import gzip
 import heapq
 import itertools
@@ -41,7 +42,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from virt_debug.errors import TraceInputError
-from virt_debug.trace.lines import FileReader
+from virt_debug.trace.lines import LONGEST, FileReader
 from virt_debug.trace.model import Event, Exit, Note, Syscall, Unparsed
 from virt_debug.trace.records import ReadStats
 
@@ -201,18 +202,21 @@ def _file_events(path: Path, stats: ReadStats | None) -> Iterator[Event]:
         ) from e
 
     reader = FileReader(str(path), pid, _day_base(path), total=stats)
+    # Lines are read LONGEST characters at most at a time: input without newlines
+    # (/dev/zero, a sparse file) must not fill the memory.
+    lines = iter(functools.partial(handle.readline, LONGEST), "")
     if pid:
-        return reader.events(handle, handle)
+        return reader.events(lines, handle)
 
     # Only a file whose lines start without a pid needs them resolved.
     early = []
-    for line in handle:
+    for line in lines:
         early.append(line)
-        if line.strip():
+        if line.strip() or len(line) >= LONGEST:
             break
-    head = early[-1].partition(" ")[0] if early else ""
-    events = reader.events(itertools.chain(early, handle), handle)
-    if head.isdecimal() and len(head) <= 7:
+    head = early[-1][:12].partition(" ")[0] if early else ""
+    events = reader.events(itertools.chain(early, lines), handle)
+    if head.isdecimal() and len(head) <= 8:
         return events
     return _resolve_unprefixed(events)
 

@@ -45,12 +45,18 @@ class ReadStats:
 # pid column ("1234 ", "1234<comm> ") or a stderr capture's "[pid  1234] ", then the
 # timestamp (time of day, epoch, -r delta with or without fraction), "[ 257] " for -n,
 # "[00007f...] " for -i. Every part is optional.
+# Times are bounded (epoch seconds have at most 11 digits) so that no run of digits
+# becomes an infinite time; a pid has at most 10 digits (8 unless a time follows:
+# "1700000000 openat(" is a time in seconds). A -Y thread name may hold spaces, "<"
+# and ">" (TASK_COMM_LEN, escaped): it ends at the first ">" that a record follows.
+_COMM = r"(?:<(.{0,64}?)>(?= +(?:\d|\[|<\.\.\.|--- |\+\+\+ |[\w?]+\(|strace: )))?"
 PREFIX = re.compile(
-    r"(?:\[pid +(\d+)(?:<([^>]*)>)?\] +|(\d{1,7})(?:<([^>]*)>)? +)?"
-    r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}|(?<= )\d+(?= ))? *"
+    r"(?:\[pid +(\d{1,10})(?:<(.{0,64}?)>)?\] +|"
+    r"(\d{1,8}|\d{9,10}(?= +\d))" + _COMM + r" +)?"
+    r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d{1,11}\.\d+|\d{9,11}|(?<= )\d{1,11}(?= ))? *"
     r"(?:\[ *\d+\] +)?(?:\[[0-9a-fA-F?]+\] +)?"
 )
-TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}")
+TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d{1,11}\.\d+|\d{9,11}")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _RESUMED = re.compile(r"<\.\.\. ?([\w?]+) resumed> ?")
 _EXITED = re.compile(r"\+\+\+ exited with (-?\d+) \+\+\+")
