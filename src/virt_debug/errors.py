@@ -43,6 +43,16 @@ class TraceInputError(VirtDebugError):
     exit_code = 5
 
 
+class QemuFailed(VirtDebugError):
+    """QEMU failed to start or died; the summary printed before says why.
+
+    Not a fault of virt-debug: the run did its job, and the exit code lets scripts
+    tell a failing guest from a healthy one.
+    """
+
+    exit_code = 6
+
+
 class Interrupted(VirtDebugError):
     """The user pressed Ctrl-C; whatever we changed has been restored."""
 
