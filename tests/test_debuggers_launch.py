@@ -76,10 +76,12 @@ def test_missing_program_names_the_package(monkeypatch):
         debuggers.get("perf").require()
 
 
-def launch_and_quit(work, debugger: str, *, accel="kvm:tcg", timeout: float = 120):
+def launch_and_quit(
+    work, debugger: str, *, accel="kvm:tcg", timeout: float = 120, extra=()
+):
     sock = work.root / "qmp.sock"
     wrapper = work.write_wrapper(debugger)
-    args = [*real_args(sock, machine="pc", accel=accel), "-S"]
+    args = [*real_args(sock, machine="pc", accel=accel), "-S", *extra]
     proc = work.start(SHELLS["dash"], wrapper, args)
     qmp = QMP(sock, timeout=timeout)
     assert qmp.command("query-status")["status"] == "prelaunch"
@@ -127,6 +129,21 @@ def test_valgrind_runs_qemu_to_its_main_loop(work):
     launch = launch_and_quit(work, "valgrind", accel="tcg", timeout=300)
     logs = list(launch.glob("valgrind.*.log"))
     assert logs and "Memcheck" in logs[0].read_text()
+
+
+@pytest.mark.libvirt
+@pytest.mark.slow
+@needs("valgrind")
+def test_valgrind_drops_libvirts_sandbox_option_and_says_so(work):
+    # libvirt always passes -sandbox; QEMU under valgrind has no seccomp and would
+    # refuse it ("There is no option group 'sandbox'") instead of starting.
+    sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    launch = launch_and_quit(
+        work, "valgrind", accel="tcg", timeout=300, extra=["-sandbox", sandbox]
+    )
+    assert f"dropped -sandbox {sandbox}" in (launch / "wrapper.log").read_text()
+    argv = (launch / "argv").read_bytes().split(b"\0")
+    assert b"-sandbox" not in argv and b"-S" in argv
 
 
 @pytest.mark.libvirt

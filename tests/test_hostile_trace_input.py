@@ -209,12 +209,6 @@ def test_broken_gzip_traces_are_one_line_errors(tmp_path, data):
     assert "None" not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reader fault: parse._group_events opens every file of a -ff set at once "
-    "for heapq.merge, so a set with more threads than the fd limit (ulimit -n, "
-    "often 1024) fails with EMFILE ('Too many open files')",
-)
 def test_ff_set_with_more_files_than_the_fd_limit(tmp_path):
     for n in range(1, 301):
         (tmp_path / f"trace.{n}").write_text(

@@ -38,6 +38,15 @@ def test_healthy_demo_prints_the_serial_line_and_every_thread(local_libvirt):
     done = local_libvirt.virt_debug(["demo", "--output", str(output)], cwd=work)
 
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("QEMU ran and ended normally")
+    assert "no known cause" not in done.stdout
+    # Piped and saved summaries wrap at 100 columns; only a path may stand longer.
+    saved = (output / "summary.txt").read_text()
+    for line in [*done.stdout.splitlines(), *saved.splitlines()]:
+        assert len(line) <= 100 or " " not in line.strip(), line
+    # Each progress line reads as one sentence.
+    assert "probing: defining " in done.stderr
+    assert "collecting: gathering the traces" in done.stderr
     assert f"serial log ({output / 'guest' / 'serial.log'}): {GREETING}" in done.stdout
     assert "the guest stopped" in done.stdout
     # Main thread, vCPU, monitor I/O thread, RCU...: all in the trace, by name.
@@ -60,7 +69,10 @@ def test_broken_demo_names_the_failing_open_and_the_disk(local_libvirt):
         ["demo", "--broken", "--output", str(output)], cwd=work
     )
 
-    assert done.returncode == 0, done.stderr
+    # Exit code 6: QEMU failed, and the summary (still printed) says why.
+    assert done.returncode == 6, done.stderr
+    assert "QEMU failed; the summary says why" in done.stderr
+    assert done.stdout.startswith("QEMU failed to start")
     assert "the start failed" in done.stdout
     # The failing open and its path, whichever way the summary lays them out.
     assert str(disk) in done.stdout
@@ -106,7 +118,7 @@ def test_demo_as_root_drops_to_uid_107_and_starts_its_own_daemon(local_libvirt):
             time.sleep(1)
         shutil.rmtree(base, ignore_errors=True)
 
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 6, done.stderr
     assert "starting one" in done.stderr
     assert "running the demo as uid 107" in done.stderr
     assert str(output / "guest" / "disk.img") in done.stdout

@@ -172,12 +172,54 @@ def test_sigterm_to_the_wrapper_leaves_no_qemu(shell, work):
 
     # What libvirt's destroy does first: SIGTERM to the pid it started.
     proc.send_signal(signal.SIGTERM)
-    assert finish(proc, timeout=30) == 128 + signal.SIGTERM
+    # QEMU ends itself cleanly on SIGTERM: its status is the wrapper's.
+    assert finish(proc, timeout=30) == 0
     qmp.close()
     assert wait_gone(pids, timeout=5) == []
     (launch,) = work.launch_dirs()
-    assert (launch / "status").read_text() == "signal TERM\n"
+    assert (launch / "status").read_text() == "exit 0\n"
+    assert (launch / "forwarded").read_text() == "TERM\n"
     assert "SIGTERM" in (launch / "strace.log").read_text()
+
+
+@shells
+def test_sigterm_after_qemu_failed_keeps_qemus_own_status(shell, work):
+    # libvirt sends SIGTERM once QEMU has gone (a missing firmware file, here): the
+    # status must still say QEMU exited 1, not that the wrapper was stopped.
+    fake = work.root / "qemu-then-child"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'{QEMU} -machine pc,accel=tcg -display none -nodefaults -bios "$3"\n'
+        "rc=$?\n"
+        # Stands for the moment between QEMU's exit and the wrapper's: the stop
+        # libvirt sends then ends this script with QEMU's status.
+        "trap 'exit $rc' TERM\n"
+        "while :; do sleep 0.1; done\n"
+    )
+    fake.chmod(0o755)
+    wrapper = work.write_wrapper(qemu=str(fake))
+    firmware = str(work.root / "no-such-firmware.fd")
+    proc = work.start(shell, wrapper, ["-name", "guest=t", firmware])
+    deadline = time.monotonic() + 60
+    while "+++ exited with 1 +++" not in _trace_text(work):
+        assert proc.poll() is None and time.monotonic() < deadline, work.stderr()
+        time.sleep(0.05)
+
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc, timeout=30) == 1
+    (launch,) = work.launch_dirs()
+    assert (launch / "status").read_text() == "exit 1\n"
+    assert (launch / "forwarded").read_text() == "TERM\n"
+    assert "forwarded SIGTERM" in (launch / "wrapper.log").read_text()
+    assert "no-such-firmware" in (launch / "stderr").read_text()
+
+
+def _trace_text(work) -> str:
+    return "".join(
+        (d / "strace.log").read_text(errors="replace")
+        for d in work.launch_dirs()
+        if (d / "strace.log").exists()
+    )
 
 
 @shells
@@ -302,11 +344,15 @@ def test_other_stop_signals_also_end_qemu(sig, work):
     qmp = QMP(sock)
     pids = qemu_pids(str(sock))
     proc.send_signal(getattr(signal, f"SIG{sig}"))
-    assert finish(proc, timeout=30) == 128 + getattr(signal, f"SIG{sig}")
+    assert finish(proc, timeout=30) == 0
     qmp.close()
     assert wait_gone(pids, timeout=5) == []
     (launch,) = work.launch_dirs()
-    assert (launch / "status").read_text() == f"signal {sig}\n"
+    # QEMU's own outcome; what the wrapper forwarded is kept apart.
+    assert (launch / "status").read_text() == "exit 0\n"
+    sent = "TERM" if sig == "QUIT" else sig
+    assert (launch / "forwarded").read_text() == f"{sig}\n"
+    assert f"sending SIG{sent}" in (launch / "wrapper.log").read_text()
 
 
 @pytest.mark.parametrize("sig", ["KILL", "ABRT"])

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 
 from virt_debug.errors import UsageError
-from virt_debug.trace import analyze_paths
-from virt_debug.trace.report import FORMATS, render
+from virt_debug.trace import analyze_launches
+from virt_debug.trace.report import FORMATS, render_launches
 
 
 @click.command(
@@ -61,13 +61,16 @@ def analyze(
 
     TRACE_OR_DIR is a strace output file (strace -f -o FILE), a set written with
     -ff, or a directory virt-debug run collected; several are read in turn.
+    A folder holding several launches (each TIME-PID directory of strace.log,
+    status, argv...) gets one report per launch, each in turn.
     The report says how QEMU ended, its own error message, the likely cause
     with the trace lines that show it, the failed calls (expected ones folded),
     threads, system calls and files. Secrets are redacted unless --no-redact.
 
     \b
     Examples:
-        virt-debug analyze ./virt-debug-out/mydomain/20261203-101500-4242/
+        virt-debug analyze ./virt-debug-out/mydom-20261203-101500/20261203-101502-4242/
+        virt-debug analyze ./virt-debug-out/mydom-20261203-101500/   # each launch
         virt-debug analyze qemu.strace --verbose
         virt-debug analyze qemu.strace -f json -o report.json
         virt-debug analyze qemu.strace -f html -o report.html
@@ -81,13 +84,13 @@ def analyze(
         _refuse_overwriting_a_trace(output, traces)
     progress = Console(stderr=True)
     with progress.status("Reading the trace…", spinner="dots"):
-        analysis = analyze_paths(list(traces), redact=not no_redact)
+        launches = analyze_launches(list(traces), redact=not no_redact)
 
     to_terminal = output is None and sys.stdout.isatty()
     if width is None:
         width = Console().width if to_terminal else 80
     color = to_terminal and "NO_COLOR" not in os.environ
-    text = render(analysis, fmt, color=color, width=width, verbose=verbose)
+    text = render_launches(launches, fmt, color=color, width=width, verbose=verbose)
 
     if output is None:
         click.echo(text, nl=False)

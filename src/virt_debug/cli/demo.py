@@ -11,7 +11,7 @@ import click
 
 from virt_debug.backends.libvirt import connection
 from virt_debug.backends.libvirt.daemon import QEMU_UID, SessionDaemon
-from virt_debug.cli.run import execute
+from virt_debug.cli.run import execute, fail_if_qemu_failed
 from virt_debug.demo.bootsector import GREETING
 from virt_debug.demo.guest import DEFAULT_NAME, create_guest
 from virt_debug.errors import UsageError
@@ -35,8 +35,16 @@ def _writable_by(daemon: SessionDaemon, directory: Path) -> bool:
     return subprocess.run(daemon.as_user(probe), env=daemon.env()).returncode == 0
 
 
-def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
-    """As root: run the demo as uid 107 against its own session daemon (exec)."""
+def drop_to_qemu_user(
+    args: list[str], output: Path | None, what: str
+) -> tuple[SessionDaemon, Path]:
+    """As root: run ``virt-debug ARGS --output OUTPUT`` as uid 107 (exec).
+
+    The uid-107 session daemon under ROOT_SESSION_BASE is started if none answers;
+    ``demo`` and ``run`` share this. When uid 107 cannot run this tool (a checkout
+    under /root), it returns instead: the daemon and the output directory to drive
+    from here, as root, with the daemon's environment already in ``os.environ``.
+    """
     base = Path(os.environ.get("VIRT_DEBUG_SESSION_BASE") or ROOT_SESSION_BASE)
     daemon = SessionDaemon(base, uid=QEMU_UID)
     if not daemon.reachable():
@@ -55,46 +63,48 @@ def _drop_to_qemu_user(broken: bool, output: Path | None, accel: str) -> None:
         # daemon from here instead; only the guest's files need to be its.
         log.info("%s", e)
         python, env = [], {}
-    output = (output or _default_output()).absolute()
-    output.mkdir(parents=True, exist_ok=True)
-    os.chown(output, daemon.uid, daemon.gid)
-    if not _writable_by(daemon, output):
-        # A checkout under /root, say: uid 107 cannot even reach it.
-        fallback = Path("/var/tmp/virt-debug-out") / output.name
-        fallback.mkdir(parents=True, exist_ok=True)
-        os.chown(fallback, daemon.uid, daemon.gid)
-        if not _writable_by(daemon, fallback):
-            raise UsageError(
-                f"uid {daemon.uid} can write neither {output} nor {fallback}"
-            )
-        click.echo(
-            f"virt-debug: uid {daemon.uid} cannot write {output}; "
-            f"writing to {fallback} instead",
-            err=True,
-        )
-        output.rmdir()
-        output = fallback
+    output = _output_for(daemon, (output or _default_output()).absolute())
 
     if not python:
         click.echo(
-            f"virt-debug: uid {daemon.uid} cannot run {sys.executable}; running the "
-            f"demo as root against uid {daemon.uid}'s session daemon",
+            f"virt-debug: uid {daemon.uid} cannot run {sys.executable}; running "
+            f"{what} as root against uid {daemon.uid}'s session daemon",
             err=True,
         )
         os.environ.update(daemon.env())
-        _demo(broken, output, daemon.direct_uri, accel, owner=(daemon.uid, daemon.gid))
-        return
+        return daemon, output
 
     click.echo(
-        f"virt-debug: running the demo as uid {daemon.uid}, like virt-launcher",
+        f"virt-debug: running {what} as uid {daemon.uid} with its own libvirt "
+        f"session daemon, like virt-launcher",
         err=True,
     )
-    argv = [*python, "-m", "virt_debug", "demo", "--output", str(output)]
-    argv += ["--accel", accel] + (["--broken"] if broken else [])
+    argv = [*python, "-m", "virt_debug", *args, "--output", str(output)]
     argv = daemon.as_user(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(argv[0], argv, env)
+
+
+def _output_for(daemon: SessionDaemon, output: Path) -> Path:
+    """``output``, made the daemon user's; a fallback if that user cannot reach it."""
+    output.mkdir(parents=True, exist_ok=True)
+    os.chown(output, daemon.uid, daemon.gid)
+    if _writable_by(daemon, output):
+        return output
+    # A checkout under /root, say: uid 107 cannot even reach it.
+    fallback = Path("/var/tmp/virt-debug-out") / output.name
+    fallback.mkdir(parents=True, exist_ok=True)
+    os.chown(fallback, daemon.uid, daemon.gid)
+    if not _writable_by(daemon, fallback):
+        raise UsageError(f"uid {daemon.uid} can write neither {output} nor {fallback}")
+    click.echo(
+        f"virt-debug: uid {daemon.uid} cannot write {output}; "
+        f"writing to {fallback} instead",
+        err=True,
+    )
+    output.rmdir()
+    return fallback
 
 
 def _remove_stale_demo(uri: str) -> None:
@@ -165,7 +175,10 @@ def demo_command(broken: bool, output: Path | None, uri: str, accel: str) -> Non
         and connection.is_session(uri)
         and "+" not in uri.split(":")[0]
     ):
-        _drop_to_qemu_user(broken, output, accel)
+        args = ["demo", "--accel", accel] + (["--broken"] if broken else [])
+        daemon, output = drop_to_qemu_user(args, output, "the demo")
+        owner = (daemon.uid, daemon.gid)
+        _demo(broken, output, daemon.direct_uri, accel, owner=owner)
         return
     _demo(broken, (output or _default_output()).absolute(), uri, accel)
 
@@ -189,7 +202,7 @@ def _demo(
         f"disk {guest.disk}{' (unreadable: --broken)' if broken else ''}",
         err=True,
     )
-    execute(
+    result = execute(
         "strace",
         str(guest.xml_path),
         uri=uri,
@@ -207,6 +220,7 @@ def _demo(
         click.echo(f"the guest's line did not reach {guest.serial_log}")
     else:
         click.echo("as intended, the guest never ran: its disk cannot be opened")
+    fail_if_qemu_failed(result)
 
 
 COMMANDS = [demo_command]

@@ -5,8 +5,8 @@ Also the ``kubectl virt-debug`` plugin (the same commands at top level).
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import re
 import sys
 import time
@@ -40,87 +40,169 @@ def parse_duration(text: str) -> float:
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
-def connection_options(fn):
-    @click.option(
+KUBEVIRT_DEBUGGERS = ("strace",)
+
+
+class KubeVirtDebugger(click.ParamType):
+    """A debugger name, refused with the reason when it is not wired to KubeVirt."""
+
+    name = "debugger"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        if value in KUBEVIRT_DEBUGGERS:
+            return value
+        from virt_debug.debuggers import NAMES
+
+        if value in NAMES:
+            self.fail(
+                f"{value} is not supported on KubeVirt yet: only strace is, so far "
+                "(see --help)",
+                param,
+                ctx,
+            )
+        self.fail(
+            f"{value!r} is not a debugger; only strace is supported on KubeVirt",
+            param,
+            ctx,
+        )
+
+
+class OutputFormat(click.Choice):
+    """yaml or json; a directory given to -o gets pointed at --output."""
+
+    def __init__(self) -> None:
+        super().__init__(["yaml", "json"])
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value not in self.choices:
+            # Elsewhere in virt-debug -o names an output file or directory.
+            params = ctx.command.params if ctx is not None else []
+            where = ""
+            if any(p.name == "output_dir" for p in params):
+                where = " (the traces' directory is --output DIR)"
+            self.fail(
+                f"{value!r} is not yaml or json: -o is --output-format here{where}",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
+def _stack(*decorators):
+    """One decorator applying several, the first outermost (as written above)."""
+
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+connection_options = _stack(
+    click.option(
         "--kubeconfig",
         type=click.Path(dir_okay=False),
+        metavar="FILE",
         help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
         "else the pod's in-cluster account).",
-    )
-    @click.option("--context", help="Kubeconfig context to use.")
-    @click.option(
+    ),
+    click.option("--context", metavar="NAME", help="Kubeconfig context to use."),
+    click.option(
         "-n",
         "--namespace",
+        metavar="NAMESPACE",
         help="Namespace of the VM (default: the context's namespace).",
-    )
-    @click.option(
-        "--dry-run",
-        is_flag=True,
-        help="Change nothing: print the objects that would be created or changed.",
-    )
-    @click.option(
-        "-o",
-        "--output-format",
-        type=click.Choice(["yaml", "json"]),
-        default="yaml",
-        show_default=True,
-        help="Format of --dry-run and status output.",
-    )
-    @click.option(
+    ),
+    click.option(
         "--exec-local",
         "exec_local",
         multiple=True,
         hidden=True,
         help="CLAIM=DIR: run helper commands here, DIR standing for the PVC "
         "(the exec seam, for tests and offline checks).",
-    )
-    @click.option("--poll", type=click.FloatRange(min=0.001), default=1.0, hidden=True)
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
+    ),
+    click.option(
+        "--poll",
+        type=click.FloatRange(min=0.001),
+        default=1.0,
+        hidden=True,
+        help="Seconds between two looks at the cluster (for tests).",
+    ),
+)
 
-    return wrapper
+# For the commands that change something: print the change instead.
+plan_options = _stack(
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Change nothing: print the objects that would be created or changed.",
+    ),
+    click.option(
+        "-o",
+        "--output-format",
+        type=OutputFormat(),
+        default="yaml",
+        show_default=True,
+        help="Format of the objects --dry-run prints, as kubectl's -o.",
+    ),
+)
 
+pvc_option = click.option(
+    "--pvc",
+    "claim",
+    default="",
+    metavar="NAME",
+    help="PVC for the tools and traces (default: virt-debug-VM; created if missing).",
+)
 
-def volume_options(fn):
-    @click.option(
-        "--pvc",
-        "claim",
-        default="",
-        help="PVC for the tools and traces "
-        "(default: virt-debug-VM; created if missing).",
-    )
-    @click.option("--pvc-size", default="1Gi", show_default=True)
-    @click.option("--storage-class", default=None, help="Storage class of a new PVC.")
-    @click.option(
+# For the commands that may create the PVC.
+new_pvc_options = _stack(
+    click.option(
+        "--pvc-size",
+        default="1Gi",
+        show_default=True,
+        metavar="SIZE",
+        help="Size of a new PVC (the strace bundle takes about 7 MB; the "
+        "traces the rest).",
+    ),
+    click.option(
+        "--storage-class",
+        default=None,
+        metavar="NAME",
+        help="Storage class of a new PVC.",
+    ),
+    click.option(
         "--access-mode",
         default="ReadWriteOnce",
         show_default=True,
         type=click.Choice(["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]),
-    )
-    @click.option(
-        "--helper-image",
-        default=None,
-        help="Image of the helper pod that moves files (needs python3; "
-        "default: the cluster's sidecar-shim image).",
-    )
-    @click.option(
-        "--enable-sidecar-gate",
-        is_flag=True,
-        help="Turn KubeVirt's Sidecar feature gate on if it is off "
-        "(turned off again on restore).",
-    )
-    @click.option(
-        "--recreate-vmi",
-        is_flag=True,
-        help="For a VMI without a VM: delete it and create it again with "
-        "the hook (the guest restarts).",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
+        help="Access mode of a new PVC; ReadWriteMany lets the traces be read "
+        "while the VM runs on another node.",
+    ),
+)
 
-    return wrapper
+helper_image_option = click.option(
+    "--helper-image",
+    default=None,
+    metavar="IMAGE",
+    help="Image of the helper pod that moves files (needs python3; "
+    "default: the cluster's sidecar-shim image).",
+)
+
+gate_option = click.option(
+    "--enable-sidecar-gate",
+    is_flag=True,
+    help="Turn KubeVirt's Sidecar feature gate on if it is off "
+    "(turned off again on restore).",
+)
+
+recreate_option = click.option(
+    "--recreate-vmi",
+    is_flag=True,
+    help="For a VMI without a VM: delete it and create it again with "
+    "the hook (the guest restarts).",
+)
 
 
 class Display:
@@ -159,6 +241,9 @@ def _session(vm: str, kw: dict[str, Any], **options: Any):
     from virt_debug.backends.kubevirt.flow import Options, Session
     from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec, PodExec
 
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # urllib3 warns of each retry; a failure ends in one error line of ours.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     kube = connect(
         Connection(
             kubeconfig=kw.get("kubeconfig"),
@@ -243,19 +328,27 @@ def kubevirt() -> None:
       virt-debug kubevirt attach myvm --restart
       virt-debug kubevirt fetch myvm --output ./traces
       virt-debug kubevirt detach myvm       # undo everything recorded
-    Every command takes --dry-run -o yaml. Needs KubeVirt v1.2.0+ with the
+    Every command that changes something takes --dry-run -o yaml (or -o json)
+    to print the objects instead; the traces' directory is --output DIR.
+    Only strace runs on KubeVirt so far. Needs KubeVirt v1.2.0+ with the
     Sidecar feature gate.
     """
 
 
 @kubevirt.command("run", epilog=EXAMPLES_RUN)
-@click.argument("debugger", type=click.Choice(["strace"]))
+@click.argument("debugger", type=KubeVirtDebugger(), metavar="DEBUGGER")
 @click.argument("vm")
 @connection_options
-@volume_options
+@plan_options
+@pvc_option
+@new_pvc_options
+@helper_image_option
+@gate_option
+@recreate_option
 @click.option(
     "--duration",
     default=None,
+    metavar="DURATION",
     help="How long to trace once QEMU runs (90, 30s, 5m, 1h; default 30s).",
 )
 @click.option("--until-stopped", is_flag=True, help="Trace until the guest stops.")
@@ -263,6 +356,7 @@ def kubevirt() -> None:
     "--output",
     "output_dir",
     type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
     help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
 )
 @click.option(
@@ -273,6 +367,7 @@ def kubevirt() -> None:
 @click.option(
     "--start-timeout",
     default="5m",
+    metavar="DURATION",
     show_default=True,
     help="How long to wait for the traced VM to run.",
 )
@@ -285,6 +380,11 @@ def run_command(debugger: str, vm: str, **kw: Any) -> None:
     Restarts the VM (or starts it if stopped) with a hook sidecar that wraps QEMU,
     follows it to running or failure, then detaches, puts the VM back as it was
     (on failure and Ctrl-C too), copies the traces here and prints the analysis.
+
+    DEBUGGER is strace: only strace runs on KubeVirt so far, as the bundle
+    uploaded to the PVC carries strace. A gdbserver bundle can be built
+    (`virt-debug bundle --debugger gdbserver`) but nothing uploads or wires it
+    to a VM yet.
     """
     if kw["duration"] and kw["until_stopped"]:
         raise UsageError("choose one of --duration and --until-stopped")
@@ -306,9 +406,24 @@ def run_command(debugger: str, vm: str, **kw: Any) -> None:
 @kubevirt.command("setup")
 @click.argument("vm")
 @connection_options
-@volume_options
-@click.option("--debugger", default="strace", type=click.Choice(["strace"]))
-@click.option("--full", is_flag=True, help="Trace every call.")
+@plan_options
+@pvc_option
+@new_pvc_options
+@helper_image_option
+@gate_option
+@click.option(
+    "--debugger",
+    default="strace",
+    show_default=True,
+    type=KubeVirtDebugger(),
+    metavar="DEBUGGER",
+    help="The debugger the wrapper runs QEMU under (only strace on KubeVirt so far).",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Trace every call (slow; default leaves out a few hot ones).",
+)
 def setup_command(vm: str, **kw: Any) -> None:
     """Create the tools PVC and upload the debugger bundle, wrapper and hook.
 
@@ -326,7 +441,9 @@ def setup_command(vm: str, **kw: Any) -> None:
 @kubevirt.command("attach")
 @click.argument("vm")
 @connection_options
-@volume_options
+@plan_options
+@gate_option
+@recreate_option
 @click.option(
     "--restart",
     is_flag=True,
@@ -336,7 +453,8 @@ def attach_command(vm: str, **kw: Any) -> None:
     """Add our hook sidecar to VM's template (other sidecars are kept).
 
     Takes effect at the VM's next start: pass --restart, or restart it yourself.
-    Run `setup` first. Attaching twice changes nothing.
+    Run `setup` first: the PVC and tools are the ones it made. Attaching twice
+    changes nothing.
 
     \b
     Example:
@@ -352,6 +470,7 @@ def attach_command(vm: str, **kw: Any) -> None:
 @kubevirt.command("detach")
 @click.argument("vm")
 @connection_options
+@plan_options
 @click.option("--delete-pvc", is_flag=True, help="Also delete the PVC we created.")
 @click.option(
     "--no-restart",
@@ -379,10 +498,21 @@ def detach_command(vm: str, **kw: Any) -> None:
 @kubevirt.command("fetch")
 @click.argument("vm")
 @connection_options
+@plan_options
+@click.option(
+    "--pvc",
+    "claim",
+    default="",
+    metavar="NAME",
+    help="PVC to read when no run is recorded, as after `run --pvc NAME` "
+    "(default: virt-debug-VM).",
+)
+@helper_image_option
 @click.option(
     "--output",
     "output_dir",
     type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
     help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
 )
 @click.option(
@@ -391,7 +521,6 @@ def detach_command(vm: str, **kw: Any) -> None:
     is_flag=True,
     help="Every run's traces, not only the current one's.",
 )
-@click.option("--helper-image", default=None, help="Image of the helper pod.")
 @click.option("--no-analysis", is_flag=True, help="Only copy the traces.")
 def fetch_command(vm: str, **kw: Any) -> None:
     """Copy VM's traces off the PVC through a helper pod and explain them.
@@ -413,6 +542,14 @@ def fetch_command(vm: str, **kw: Any) -> None:
 @kubevirt.command("status")
 @click.argument("vm")
 @connection_options
+@click.option(
+    "-o",
+    "--output-format",
+    type=OutputFormat(),
+    default="yaml",
+    show_default=True,
+    help="Format of the status.",
+)
 def status_command(vm: str, **kw: Any) -> None:
     """Show what virt-debug has changed on VM and how its VMI is doing.
 

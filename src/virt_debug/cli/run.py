@@ -1,5 +1,6 @@
 """``virt-debug run``: trace the next start of a local libvirt domain."""
 
+import os
 import re
 import time
 from datetime import datetime
@@ -12,11 +13,12 @@ from rich.status import Status
 
 from virt_debug.backends.libvirt import connection, session
 from virt_debug.backends.libvirt import domain as domains
-from virt_debug.errors import UsageError
+from virt_debug.errors import QemuFailed, UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
-WIDE = 200
+# Piped or saved summaries wrap here; a long path keeps a line of its own, whole.
+WIDE = 100
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -67,7 +69,8 @@ class RichProgress(session.Progress):
         if name != self._name:
             self._since = now
         self._name = name
-        text = f"[bold]{name}[/bold] {escape(detail)}"
+        # One sentence: "probing: defining guest through the hook".
+        text = f"[bold]{name}[/bold]" + (f": {escape(detail)}" if detail else "")
         self.console.print(text)
         if self._status is None:
             self._status = self.console.status(text)
@@ -81,6 +84,10 @@ class RichProgress(session.Progress):
                 f"[bold]tracing[/bold] {elapsed:.0f} s, trace {_size(trace_bytes)}"
                 " (Ctrl-C ends it)"
             )
+
+    def notice(self, text: str) -> None:
+        # Not markup: a note holds shell quoting and brackets.
+        self.console.print(escape(text), highlight=False)
 
     def close(self) -> None:
         if self._status is not None:
@@ -132,7 +139,7 @@ def execute(
     finally:
         conn.close()
 
-    # Piped or saved, lines are not cut: paths stay whole for grep and bug reports.
+    # Piped or saved: wrapped at WIDE columns, but paths are not cut (grep, reports).
     out = Console()
     width = out.width if out.is_terminal else WIDE
     text = render_summary(result, color=out.is_terminal, width=width)
@@ -156,6 +163,11 @@ def execute(
     default=connection.DEFAULT_URI,
     show_default=True,
     help="libvirt URI (virt-launcher uses qemu:///session).",
+)
+@click.option(
+    "--as-root",
+    is_flag=True,
+    help="As root with the default URI: stay root (needs root's own session daemon).",
 )
 @click.option("--duration", help="Stop tracing after this long: 30, 45s, 5m, 1h.")
 @click.option(
@@ -181,6 +193,7 @@ def run_command(
     debugger: str,
     domain: str,
     uri: str,
+    as_root: bool,
     duration: str | None,
     output: Path | None,
     full: bool,
@@ -202,19 +215,82 @@ def run_command(
         virt-debug run strace ./guest.xml --output /tmp/trace --full
         virt-debug run strace mydomain --connect qemu:///system
 
+    Debuggers: strace (the summary explains the trace), gdbserver (QEMU waits for
+    gdb on 127.0.0.1:1234; run prints the gdb command as soon as QEMU waits, and
+    --duration and Ctrl-C still apply while libvirt's start waits too), valgrind
+    (QEMU under valgrind has no seccomp, so the wrapper drops libvirt's -sandbox
+    option and notes it in the launch's wrapper.log), ltrace, perf. For these the
+    summary shows how QEMU ended, what it wrote to stderr and the output files.
+
     With qemu:///system QEMU runs as the daemon's QEMU user: --output must be
     writable by that user, and AppArmor or SELinux may refuse the wrapper.
+
+    As root with the default qemu:///session, run does what `virt-debug demo` does:
+    it drops to uid 107 (virt-launcher's qemu user) and uses that user's private
+    libvirt session daemon (state in /var/tmp/virt-debug-session-107, started if
+    none answers), so DOMAIN is a name defined there or, simplest, an XML file
+    uid 107 can read. It says so in one line. An explicit --connect or --as-root
+    keeps it root. To reach that daemon yourself as uid 107 (virsh, say), set
+    XDG_CONFIG_HOME, XDG_CACHE_HOME and XDG_RUNTIME_DIR to its config, cache and
+    runtime folders.
+
+    \b
+    Exit codes:
+        0    the trace was collected and QEMU ran (stopped by us or ended cleanly)
+        1    general error
+        2    usage error (bad arguments, debugger not installed)
+        3    libvirt error (cannot connect, define, or restore)
+        5    trace input error
+        6    QEMU failed to start or died; the summary says why
+        130  interrupted before tracing began (the definition is restored)
     """
-    execute(
+    seconds = parse_duration(duration)  # bad input fails before anything starts
+    source = click.get_current_context().get_parameter_source("uri")
+    if (
+        os.geteuid() == 0
+        and not as_root
+        and source is not click.core.ParameterSource.COMMANDLINE
+        and connection.is_session(uri)
+    ):
+        uri, output = _as_qemu_user(
+            debugger, domain, duration, output, full, qemu, extra_args
+        )
+        if domains.looks_like_file(domain):
+            domain = str(Path(domain).absolute())
+    result = execute(
         debugger,
         domain,
         uri=uri,
         output=output,
-        duration=parse_duration(duration),
+        duration=seconds,
         full=full,
         qemu=qemu,
         extra_args=extra_args,
     )
+    fail_if_qemu_failed(result)
+
+
+def _as_qemu_user(debugger, domain, duration, output, full, qemu, extra_args):
+    """Re-run this command as uid 107 (exec); or, if it cannot, the URI to use."""
+    from virt_debug.cli.demo import drop_to_qemu_user
+
+    if domains.looks_like_file(domain):
+        domain = str(Path(domain).absolute())
+    args = ["run", debugger, domain]
+    args += ["--duration", duration] if duration else []
+    args += ["--full"] if full else []
+    args += ["--qemu", qemu] if qemu else []
+    args += [f"--debugger-arg={a}" for a in extra_args]
+    daemon, output = drop_to_qemu_user(args, output, f"run {debugger}")
+    return daemon.direct_uri, output
+
+
+def fail_if_qemu_failed(result) -> None:
+    """Exit code 6 when QEMU failed to start or died by itself (summary printed)."""
+    from virt_debug.backends.libvirt.summary import qemu_failed
+
+    if qemu_failed(result):
+        raise QemuFailed(f"QEMU failed; the summary says why (also in {result.output})")
 
 
 COMMANDS = [run_command]

@@ -31,6 +31,8 @@ class Debugger:
     kill_on_exit_flag: str | None = None
     # Text written to `note` in the launch directory (how to use the output).
     note: str | None = None
+    # QEMU under it cannot install its seccomp filter: the wrapper drops `-sandbox X`.
+    drops_sandbox: bool = False
     apt_package: str = field(default="")
 
     def options(self, *, full: bool = False, extra: Sequence[str] = ()) -> list[str]:

@@ -2,9 +2,12 @@
 
 gdbserver listens on a TCP port of the loopback address (``--once``: the port closes
 when the first gdb session ends). The launch directory's ``note`` says how to connect.
-libvirt waits for QEMU's monitor while the guest starts, so connect and ``continue``
-before libvirt's monitor timeout (about 30 s), or the start fails. On libvirt's stop
-signal the wrapper signals gdbserver itself, which kills the QEMU it started.
+libvirt's start waits for QEMU's monitor, which QEMU opens only after gdb says
+``continue``; ``virt-debug run`` prints the note as soon as QEMU waits and still
+honours --duration and Ctrl-C meanwhile. The port is fixed (1234): the wrapper is
+written before QEMU starts, so a free port picked then could be taken by the launch.
+On libvirt's stop signal the wrapper signals gdbserver itself, which kills the QEMU
+it started.
 """
 
 from collections.abc import Sequence
@@ -32,11 +35,12 @@ GDBSERVER = Gdbserver(
     outputs=("note",),
     signal_target="debugger",
     note=(
-        f"QEMU waits for gdb on 127.0.0.1:{PORT}. From this machine (or the pod):\n"
+        f"QEMU waits for gdb: gdb -ex 'target remote 127.0.0.1:{PORT}' {{qemu}}\n"
+        "To let the guest run too, from this machine (or the pod):\n"
         f"  gdb -ex 'handle {QUIET_SIGNALS} nostop noprint pass' \\\n"
         f"      -ex 'target remote 127.0.0.1:{PORT}' -ex continue {{qemu}}\n"
         f"In a pod, first: kubectl port-forward pod/POD {PORT}:{PORT}\n"
-        "Continue within libvirt's monitor timeout (about 30 s) or the start fails."
+        "libvirt's start of the guest waits until gdb continues QEMU."
     ),
     apt_package="gdbserver",
 )

@@ -102,6 +102,7 @@ def render_wrapper(
         "@KILL_ON_EXIT@": kill_step,
         "@SIGNAL_TARGET@": spec.signal_target,
         "@OPTIONS@": options,
+        "@DROP_SANDBOX@": "yes" if spec.drops_sandbox else "no",
     }
     # One pass, so a path that happens to contain a marker is left alone.
     template = resources.files(__package__).joinpath("wrapper.sh.in").read_text()

@@ -325,8 +325,8 @@ class FileReader(RecordReader):
             self._ready.append(event)
 
 
-LONGEST = 8 << 20  # characters read of one line at most; the rest is skipped
-_SHOWN = 4096  # characters of an over-long line kept to show
+LONGEST = 16 << 20  # characters read of one line at most; the rest is skipped
+_SHOWN = 2048  # characters of an over-long line kept to show
 _BODIES = 4096  # bodies remembered at most; the memory stays bounded
 # name, resumed, unfinished, args, result, retval, errno, errmsg, injected
 _Body = tuple[str, bool, bool, str, str, int | None, str | None, str | None, str | None]

@@ -128,3 +128,22 @@ def _ioctl_reason(args: str, errno: str) -> str | None:
     if errno == "EINVAL" and "KVM_KVMCLOCK_CTRL" in args:
         return "the guest does not use kvmclock (yet)"
     return None
+
+
+# Calls every thread makes all the time (signal masks, memory management, waits):
+# among "the last calls before the end" they say nothing unless they failed.
+_QUIET = frozenset(
+    {
+        "rt_sigprocmask", "rt_sigaction", "sigaltstack", "mmap", "munmap",
+        "mprotect", "madvise", "brk", "futex", "set_robust_list", "rseq",
+        "getpid", "gettid", "clock_gettime", "sched_yield", "membarrier",
+    }
+)  # fmt: skip
+_CALL_TEXT = re.compile(r"^(?:\d+ )?(\w+)\(")
+
+
+def is_quiet_call(text: str) -> bool:
+    """Whether an evidence line (``PID name(args) = result``) is a routine call
+    that succeeded: noise among the last calls of a thread."""
+    m = _CALL_TEXT.match(text)
+    return m is not None and m.group(1) in _QUIET and " = -1 " not in text

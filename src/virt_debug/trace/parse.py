@@ -1,7 +1,9 @@
 """Streaming reader of strace output: lines in, ``model`` events out.
 
-Memory stays constant whatever the trace size: files are read line by line, ``-ff``
-sets are merged by time with ``heapq.merge`` over one generator per file, and the
+Memory stays constant whatever the trace size: files are read line by line (a line
+past ``lines.LONGEST`` characters is cut, skipped and reported), ``-ff`` sets are
+merged by time with ``heapq.merge`` over one generator per file (a set larger than
+the open-file limit allows is merged in passes through temporary files), and the
 state kept is one pending ``<unfinished ...>`` call per thread (plus, for a stderr
 capture whose first lines carry no pid, at most 20,000 events until the pid is known).
 
@@ -22,13 +24,20 @@ Times (``Syscall.time`` and friends) are floats comparable across the files of a
   that jumps back by more than 12 hours is a midnight wrap: the day is carried forward.
   The result is epoch seconds in the reading machine's time zone (counted from
   local midnight, so a daylight-saving switch during that day shifts later times).
+  In a ``-ff`` set that also holds ``-ttt`` files, the day is the one of their
+  epoch times instead, so that all the set's times share one base.
+* a "time" of 1e11 seconds or more (a run of digits that is no real time): ``None``.
 * ``-r``: seconds since the first record of the file (the deltas summed).
 * no timestamps: ``None``.
 
 Lines the reader cannot read become ``Unparsed`` events with their line number and a
-reason; no line is dropped (see ``ReadStats`` for the accounting).
+reason; no line is dropped (see ``ReadStats`` for the accounting). A member of a set
+that vanished (or is a dangling link) is skipped with a warning and shown as an
+``Unparsed`` event with line number 0; a folder that cannot be listed is logged, and
+is the error when nothing else is found.
 """
 
+import errno
 import functools
 import gzip
 import heapq
@@ -36,7 +45,10 @@ import itertools
 import logging
 import operator
 import os
+import pickle
 import re
+import resource
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,7 +56,7 @@ from pathlib import Path
 from virt_debug.errors import TraceInputError
 from virt_debug.trace.lines import LONGEST, FileReader
 from virt_debug.trace.model import Event, Exit, Note, Syscall, Unparsed
-from virt_debug.trace.records import ReadStats
+from virt_debug.trace.records import PREFIX, ReadStats
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,7 @@ _TRACE_NAME = re.compile(r"^(strace\.log.*|.*\.strace|.+\.\d+)$")
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
 _HOLD = 20000
 _NOT_TRACES = {"argv", "status", "wrapper.log", "probes.log"}
+_FAN_IN = 200  # files of a -ff set open at once at most (ulimit -n is often 1024)
 
 
 def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
@@ -71,7 +84,16 @@ def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = [p for p in _walk(path) if is_trace_name(p.name) and _is_text(p)]
+            denied: list[str] = []
+            found = [
+                p for p in _walk(path, denied) if is_trace_name(p.name) and _is_text(p)
+            ]
+            if not found and denied:
+                raise TraceInputError(
+                    f"{denied[0]}: permission denied (no strace output found in "
+                    f"{path})",
+                    "run as a user that can read the trace",
+                )
             if not found:
                 raise TraceInputError(
                     f"no strace output found in {path}",
@@ -115,8 +137,94 @@ def _group_events(group: list[Path], stats: ReadStats | None) -> Iterator[Event]
 
     # A -ff set: one generator per file, merged on time; events without a time
     # keep their place after the last timed event of their file.
-    streams = [_keyed(_file_events(path, stats), n) for n, path in enumerate(group)]
+    day_base = _set_day_base(group)
+    fan_in = _fan_in()
+    if len(group) <= fan_in:
+        streams = [
+            _keyed(_file_events(path, stats, day_base, True), n)
+            for n, path in enumerate(group)
+        ]
+        return map(operator.itemgetter(3), heapq.merge(*streams))
+
+    # More files than may be open at once (ulimit -n): merge them fan_in at a
+    # time into temporary files, then merge those. The keys are unique, so the
+    # order is the one a single merge would give.
+    streams = [_keyed(_lazy(path, stats, day_base), n) for n, path in enumerate(group)]
+    while len(streams) > fan_in:
+        streams = [
+            _spill(heapq.merge(*streams[i : i + fan_in]))
+            for i in range(0, len(streams), fan_in)
+        ]
     return map(operator.itemgetter(3), heapq.merge(*streams))
+
+
+def _fan_in() -> int:
+    """Files of a set to open at once: _FAN_IN, or less under a low ``ulimit -n``
+    (half of it, leaving room for the rest of the program)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return _FAN_IN
+    return max(8, min(_FAN_IN, soft // 2 - 16))
+
+
+def _lazy(path: Path, stats: ReadStats | None, day_base) -> Iterator[Event]:
+    """The events of ``path``, its file opened only when the first is asked for."""
+    yield from _file_events(path, stats, day_base, True)
+
+
+def _spill(items: Iterable[tuple]) -> Iterator[tuple]:
+    """``items`` written to a temporary file now, and read back lazily."""
+    spill = tempfile.TemporaryFile(prefix="virt-debug-merge-")
+    for item in items:
+        pickle.dump(item, spill, pickle.HIGHEST_PROTOCOL)
+    spill.seek(0)
+    return _unspill(spill)
+
+
+def _unspill(spill) -> Iterator[tuple]:
+    with spill:
+        while True:
+            try:
+                yield pickle.load(spill)
+            except EOFError:
+                return
+
+
+def _set_day_base(group: list[Path]):
+    """For -t/-tt members of a set that also holds -ttt members: the day of the
+    -ttt times (else each file's own mtime decides, see ``_day_base``)."""
+    for path in group:
+        epoch = _first_epoch(path)
+        if epoch is not None:
+            break
+    else:
+        return None
+    ref = datetime.fromtimestamp(epoch)
+
+    def base(first_tod: float) -> float:
+        # The midnight that puts the first time of day closest to the -ttt time.
+        days = [ref.date() + timedelta(days=d) for d in (-1, 0, 1)]
+        bases = [datetime(d.year, d.month, d.day).timestamp() for d in days]
+        return min(bases, key=lambda b: abs(b + first_tod - epoch))
+
+    return base
+
+
+def _first_epoch(path: Path) -> float | None:
+    """The epoch time (-ttt) of the first record of ``path``, if it has one."""
+    try:
+        with _open(path) as handle:
+            for _ in range(8):
+                line = handle.readline(4096)
+                if line.strip():
+                    break
+    except (OSError, EOFError, ValueError):
+        return None
+    ts = PREFIX.match(line.strip()).group(5) if line.strip() else None
+    if ts is None or ":" in ts:
+        return None
+    value = float(ts)
+    return value if 1e8 <= value < 1e11 else None
 
 
 def _resolve_unprefixed(events: Iterator[Event]) -> Iterator[Event]:
@@ -191,17 +299,29 @@ def _keyed(events: Iterable[Event], n: int) -> Iterator[tuple]:
         yield last, n, seq, event
 
 
-def _file_events(path: Path, stats: ReadStats | None) -> Iterator[Event]:
+def _file_events(
+    path: Path, stats: ReadStats | None, day_base=None, in_set: bool = False
+) -> Iterator[Event]:
     member = _SET_MEMBER.match(path.name)
     pid = int(member.group(2)) if member and len(member.group(2)) <= 7 else 0
     try:
         handle = _open(path)
     except OSError as e:
-        raise TraceInputError(
-            f"cannot read {path}: {e.strerror}", "check the file's permissions"
-        ) from e
+        if in_set and e.errno in (errno.ENOENT, errno.ELOOP):
+            # One member of a -ff set vanished (or is a dangling link): the rest
+            # of the set still tells the story. Shown as an unreadable "line 0".
+            log.warning("skipping %s: %s", path, e.strerror)
+            why = f"file of the -ff set skipped: {e.strerror}"
+            return iter([Unparsed(str(path), 0, str(path), why)])
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            hint = "too many open files: raise the limit (ulimit -n)"
+        elif e.errno == errno.ENOENT:
+            hint = "the file vanished or is a dangling link"
+        else:
+            hint = "check the file's permissions"
+        raise TraceInputError(f"cannot read {path}: {e.strerror}", hint) from e
 
-    reader = FileReader(str(path), pid, _day_base(path), total=stats)
+    reader = FileReader(str(path), pid, day_base or _day_base(path), total=stats)
     # Lines are read LONGEST characters at most at a time: input without newlines
     # (/dev/zero, a sparse file) must not fill the memory.
     lines = iter(functools.partial(handle.readline, LONGEST), "")
@@ -269,8 +389,14 @@ def _member_order(path: Path) -> tuple:
     return (m.group(1), int(m.group(2))) if m else (path.name, -1)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(root: Path, denied: list[str]) -> Iterator[Path]:
+    """Files under ``root``; the folders that cannot be listed go to ``denied``."""
+
+    def report(e: OSError) -> None:
+        log.warning("cannot list %s: %s", e.filename, e.strerror)
+        denied.append(str(e.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=report):
         dirnames.sort()
         for name in sorted(filenames):
             yield Path(dirpath, name)

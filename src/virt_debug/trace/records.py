@@ -24,7 +24,8 @@ class ReadStats:
 
     ``lines == blank + records + joined + frames + unparsed`` always holds: a line is
     blank, starts an event, is joined into an event that started earlier (a
-    ``resumed`` end, the rest of a line cut by ``strace: Process N attached``), is a
+    ``resumed`` end, the rest of a line cut by ``strace: Process N attached``, a
+    ``-e read=``/``-e write=`` data dump line kept in ``Syscall.dump``), is a
     ``-k`` stack frame of the call before it, or is reported as ``Unparsed``.
     """
 
@@ -45,18 +46,19 @@ class ReadStats:
 # pid column ("1234 ", "1234<comm> ") or a stderr capture's "[pid  1234] ", then the
 # timestamp (time of day, epoch, -r delta with or without fraction), "[ 257] " for -n,
 # "[00007f...] " for -i. Every part is optional.
-# Times are bounded (epoch seconds have at most 11 digits) so that no run of digits
-# becomes an infinite time; a pid has at most 10 digits (8 unless a time follows:
-# "1700000000 openat(" is a time in seconds). A -Y thread name may hold spaces, "<"
-# and ">" (TASK_COMM_LEN, escaped): it ends at the first ">" that a record follows.
+# A "time" past _LATEST (any run of digits is read as one) is no time at all: it
+# never becomes an infinite one. A pid has at most 10 digits (8 unless a time
+# follows: "1700000000 openat(" is a time in seconds). A -Y thread name may hold
+# spaces, "<" and ">" (TASK_COMM_LEN, escaped): it ends at the first ">" that a
+# record follows.
 _COMM = r"(?:<(.{0,64}?)>(?= +(?:\d|\[|<\.\.\.|--- |\+\+\+ |[\w?]+\(|strace: )))?"
 PREFIX = re.compile(
     r"(?:\[pid +(\d{1,10})(?:<(.{0,64}?)>)?\] +|"
     r"(\d{1,8}|\d{9,10}(?= +\d))" + _COMM + r" +)?"
-    r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d{1,11}\.\d+|\d{9,11}|(?<= )\d{1,11}(?= ))? *"
+    r" *(\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}|(?<= )\d+(?= ))? *"
     r"(?:\[ *\d+\] +)?(?:\[[0-9a-fA-F?]+\] +)?"
 )
-TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d{1,11}\.\d+|\d{9,11}")
+TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d(?:\.\d+)?|\d+\.\d+|\d{9,}")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _RESUMED = re.compile(r"<\.\.\. ?([\w?]+) resumed> ?")
 _EXITED = re.compile(r"\+\+\+ exited with (-?\d+) \+\+\+")
@@ -68,6 +70,7 @@ PROCESS_NOTE_END = re.compile(r"strace: Process \d+ (attached|detached)\s*$")
 _UNFINISHED = " <unfinished ...>"
 ATTACH = "strace: Process "
 _HALF_DAY = 43200.0
+_LATEST = 1e11  # epoch seconds of the year 5138: later "times" are not times
 NO_RESULT = "call without a readable result"
 
 
@@ -135,7 +138,7 @@ class RecordReader:
             return self._exit(body, line, line_no, pid, time)
         return self._note(body, line, line_no, pid, time)
 
-    def _time(self, ts: str) -> float:
+    def _time(self, ts: str) -> float | None:
         if ts[2:3] == ":":
             hm = ts[:5]
             if hm != self._hm:
@@ -150,6 +153,8 @@ class RecordReader:
             return self._base + tod
 
         value = float(ts)
+        if not value < _LATEST:
+            return None  # 400 digits, or a 20-digit pid column: not a real time
         if self._relative is None:
             self._relative = value < 1e8
         if self._relative:

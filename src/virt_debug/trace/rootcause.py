@@ -2,9 +2,10 @@
 
 Each rule watches the failed calls (and fatal signals) of the QEMU process for one
 well-known cause: /dev/kvm, disk and firmware images, tap and vhost devices, huge
-pages, memory locking, KVM ioctls, the seccomp sandbox, crashes. A rule that fires
-is scored; QEMU's own error message confirming it (its stderr names the device,
-path or error) raises the score; when QEMU exited with 0, only confirmed hints stay.
+pages, memory locking, guest RAM the host cannot map, KVM ioctls, the seccomp
+sandbox, crashes. A rule that fires is scored; QEMU's own error message confirming it
+(its stderr names the device, path or error) raises the score; when QEMU exited with
+0, only confirmed hints stay.
 """
 
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from virt_debug.trace import syntax
 from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
 from virt_debug.trace.model import Signal, Syscall
+from virt_debug.trace.strings import human_bytes
 
 MAX_EVIDENCE = 6
 CRASH_SIGNALS = frozenset(
@@ -36,6 +38,7 @@ _SCORES = {
     "image": 85,
     "hugepages": 80,
     "memlock": 80,
+    "guest-ram": 80,
     "tap-vhost": 80,
     "kvm-ioctl": 75,
     "crash": 60,
@@ -165,8 +168,12 @@ class Collector:
             name in ("setrlimit", "prlimit64") and "RLIMIT_MEMLOCK" in call.args
         ):
             return "memlock"
-        if name == "mmap" and errno == "ENOMEM" and "MAP_HUGETLB" in call.args:
-            return "hugepages"
+        if name == "mmap" and errno == "ENOMEM":
+            if "MAP_HUGETLB" in call.args:
+                return "hugepages"
+            # Guest RAM is one big mapping; small ones failing are something else.
+            if (_mmap_size(call) or 0) >= _GUEST_RAM_MIN:
+                return "guest-ram"
         return None
 
     def hints(
@@ -211,6 +218,18 @@ class Collector:
             if ended_evidence:
                 out[-1].evidence.append(ended_evidence)
 
+        if _GUEST_RAM_SAID in text and not any(h.rule == "guest-ram" for h in out):
+            # The mmap itself is not in the trace (or was too small to tell).
+            out.append(
+                Hint(
+                    "guest-ram",
+                    "guest RAM allocation failed: QEMU cannot set up guest memory",
+                    _GUEST_RAM_ADVICE,
+                    _SCORES["guest-ram"],
+                    True,
+                    stderr.evidence_for(_GUEST_RAM_SAID),
+                )
+            )
         if ended_code not in (None, 0) and not out and text.strip():
             last = [line for line in text.splitlines() if line.strip()][-1]
             out.append(
@@ -259,6 +278,11 @@ class Collector:
             title = f"huge pages for guest RAM: {call.name} {errno} on {path}"
             advice = _HUGE_ADVICE
             needles = ("backing store", "hugepage", "huge page")
+        elif rule == "guest-ram":
+            size = human_bytes(_mmap_size(call) or 0)
+            title = f"guest RAM allocation failed: {call.name} of {size} {errno}"
+            advice = _GUEST_RAM_ADVICE
+            needles = (_GUEST_RAM_SAID, "Cannot allocate memory")
         elif rule == "memlock":
             title = f"locking guest memory failed: {call.name} {errno}"
             advice = _MEMLOCK_ADVICE
@@ -305,6 +329,14 @@ class Collector:
         return Hint(
             "crash", title, advice, _SCORES["crash"], confirmed, evidence[:MAX_EVIDENCE]
         )
+
+
+def _mmap_size(call: Syscall) -> int | None:
+    parts = syntax.split_args(call.args, 3)
+    try:
+        return int(parts[1], 0) if len(parts) > 1 else None
+    except ValueError:
+        return None
 
 
 def _kvm_probe(errno: str | None, request: str | None) -> bool:
@@ -386,6 +418,14 @@ _VHOST_ADVICE = (
 _HUGE_ADVICE = (
     "Reserve enough huge pages for the guest's memory (vm.nr_hugepages, or hugepages= "
     "on the kernel command line) and check the hugetlbfs mount QEMU uses."
+)
+_GUEST_RAM_MIN = 64 << 20
+_GUEST_RAM_SAID = "cannot set up guest memory"
+_GUEST_RAM_ADVICE = (
+    "The host would not give QEMU the memory the guest asks for: lower the guest's "
+    "memory (-m, <memory> in the domain), or check the host's free memory, its "
+    "overcommit policy (vm.overcommit_memory) and QEMU's limits (ulimit -v, the "
+    "memory cgroup or the pod's memory limit)."
 )
 _MEMLOCK_ADVICE = (
     "Raise the memory-lock limit of QEMU's user (ulimit -l, LimitMEMLOCK=, libvirt's "

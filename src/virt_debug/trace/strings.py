@@ -92,3 +92,14 @@ def str_array(args: str) -> list[str]:
 def redact_literals(text: str) -> str:
     """``text`` with every string literal replaced by ``<redacted>``."""
     return LITERAL.sub(REDACTED, text)
+
+
+def human_bytes(size: int) -> str:
+    """``size`` in binary units as people write them: ``64 TiB``, ``1.5 GiB``."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            text = f"{value:.1f}".removesuffix(".0")
+            return f"{text} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # not reached

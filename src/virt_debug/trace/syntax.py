@@ -111,16 +111,18 @@ def first_quoted(text: str) -> str | None:
     start = text.find('"')
     if start < 0:
         return None
-    i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return text[start + 1 : i]
-        i += 1
+
+    # Jump from quote to quote (str.find, not a loop per character): a quote ends
+    # the string unless an odd run of backslashes escapes it. Each run is counted
+    # once, so the scan stays linear on a line of megabytes.
+    end = text.find('"', start + 1)
+    while end >= 0:
+        slashes = 0
+        while text[end - 1 - slashes] == "\\":
+            slashes += 1
+        if not slashes % 2:
+            return text[start + 1 : end]
+        end = text.find('"', end + 1)
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from urllib3.util.retry import Retry
 
+from virt_debug.backends.kubevirt.unreachable import unreachable
 from virt_debug.errors import KubernetesError
 
 log = logging.getLogger(__name__)
@@ -57,18 +60,77 @@ def _context_namespace(config_file: str, context: str | None) -> str | None:
     return ((chosen or {}).get("context") or {}).get("namespace")
 
 
+def _new_configuration() -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    # No retry of a failed connect or TLS handshake: urllib3 retries at once, so
+    # a refused, unresolvable or untrusted server only fails three more times,
+    # each with a warning. Idempotent requests cut off midway are still retried.
+    configuration.retries = Retry(total=3, connect=0, other=0, backoff_factor=0.2)
+    return configuration
+
+
+def _no_configuration() -> KubernetesError:
+    return KubernetesError(
+        "no kubeconfig found (~/.kube/config or $KUBECONFIG) and not running in "
+        "a pod: pass --kubeconfig FILE or set KUBECONFIG"
+    )
+
+
+def _context_names(config_file: str) -> list[str]:
+    names: list[str] = []
+    for path in config_file.split(os.pathsep):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                config = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        contexts = config.get("contexts") if isinstance(config, dict) else None
+        for item in contexts if isinstance(contexts, list) else []:
+            if isinstance(item, dict) and item.get("name"):
+                names.append(str(item["name"]))
+    return names
+
+
+def _missing_context(
+    e: Exception, config_file: str, asked: str | None
+) -> KubernetesError | None:
+    """The error for a context the kubeconfig lacks, or None if that is not it."""
+    match = re.search(r"Expected object with name (.*) in .*contexts list", str(e))
+    if not match:
+        return None
+    name = asked or match.group(1)
+    which = "context" if asked else "the current-context"
+    there = ", ".join(_context_names(config_file)) or "none"
+    return KubernetesError(
+        f"{which} {name!r} is not in {config_file}; contexts there: {there}"
+    )
+
+
 def connect(conn: Connection) -> Kube:
     """A client for the cluster named by kubeconfig/context, or the in-cluster one."""
     config_file = _kubeconfig_files(conn.kubeconfig)
     namespace = conn.namespace
+    if not config_file and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        # Neither a kubeconfig nor a pod's service account to fall back on.
+        raise _no_configuration()
+    if config_file and not any(
+        os.path.exists(os.path.expanduser(p)) for p in config_file.split(os.pathsep)
+    ):
+        named = "--kubeconfig" if conn.kubeconfig else "$KUBECONFIG"
+        raise KubernetesError(
+            f"cannot load the cluster configuration: {config_file} does not exist",
+            hint=f"give {named} the path of an existing kubeconfig",
+        )
     try:
         if config_file:
             api_client = k8s_config.new_client_from_config(
-                config_file=config_file, context=conn.context
+                config_file=config_file,
+                context=conn.context,
+                client_configuration=_new_configuration(),
             )
             namespace = namespace or _context_namespace(config_file, conn.context)
         else:
-            configuration = k8s.Configuration()
+            configuration = _new_configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)
             api_client = k8s.ApiClient(configuration)
             if not namespace and os.path.exists(SERVICE_ACCOUNT_NAMESPACE):
@@ -85,11 +147,20 @@ def connect(conn: Connection) -> Kube:
         AttributeError,
         KeyError,
     ) as e:
-        where = f" from {config_file}" if config_file else ""
+        if config_file:
+            missing = _missing_context(e, config_file, conn.context)
+            if missing is not None:
+                raise missing from e
+        where = f" from {config_file}" if config_file else " of this pod"
         detail = " ".join(str(e).split()) or type(e).__name__
+        hint = (
+            f"check that {config_file} is a kubeconfig: "
+            f"kubectl config view --kubeconfig {config_file}"
+            if config_file
+            else "pass --kubeconfig FILE or set KUBECONFIG"
+        )
         raise KubernetesError(
-            f"cannot load the cluster configuration{where}: {detail}",
-            hint="pass --kubeconfig or set KUBECONFIG, or run inside a pod",
+            f"cannot load the cluster configuration{where}: {detail}", hint=hint
         ) from e
     log.debug("connecting to %s", api_client.configuration.host)
     return Kube(api_client, namespace or "default", conn.request_timeout)
@@ -172,17 +243,11 @@ class Kube:
         except ApiException as e:
             raise _describe(e, method, path) from e
         except OSError as e:
-            raise KubernetesError(
-                f"cannot reach the API server at {self.host}: {e}",
-                hint="check the cluster is up and your kubeconfig points at it",
-            ) from e
+            raise unreachable(e, self.host, self.timeout) from e
         except Exception as e:
             # urllib3 wraps connection failures in its own hierarchy.
             if type(e).__module__.startswith("urllib3"):
-                raise KubernetesError(
-                    f"cannot reach the API server at {self.host}: {e}",
-                    hint="check the cluster is up and your kubeconfig points at it",
-                ) from e
+                raise unreachable(e, self.host, self.timeout) from e
             raise
         if not 200 <= response.status <= 299:
             raise _describe(

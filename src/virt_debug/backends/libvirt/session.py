@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virt_debug.backends.libvirt import collect, domain
+from virt_debug.backends.libvirt import collect, domain, start
 from virt_debug.backends.libvirt.connection import first_line, qemu_log_path
 from virt_debug.backends.libvirt.hook import define_through_hook
 from virt_debug.backends.libvirt.placement import Placement, place
@@ -38,10 +38,14 @@ class Progress:
     """What a run reports while it goes; the CLI draws it, the default is silent."""
 
     def phase(self, name: str, detail: str = "") -> None:
-        log.info("%s %s", name, detail)
+        log.info("%s: %s", name, detail)
 
     def tracing(self, elapsed: float, trace_bytes: int) -> None:
         pass
+
+    def notice(self, text: str) -> None:
+        """Something the user must see now (how to attach the debugger)."""
+        log.warning("%s", text)
 
 
 @dataclass
@@ -150,7 +154,9 @@ def run(
                 conn, target, options, progress, watch, stop, result, placement
             )
         finally:
-            progress.phase("collecting", "restoring the domain definition")
+            progress.phase(
+                "collecting", "gathering the traces, restoring the domain definition"
+            )
             try:
                 _finish(conn, target, result, earlier, placement)
             finally:
@@ -186,10 +192,10 @@ def _traced_start(
 
     result.qemu_log = qemu_log_path(conn.getURI(), target.name)
 
-    progress.phase("starting", target.name)
+    progress.phase("starting", f"libvirt starts {target.name}")
     t1 = time.monotonic()
     try:
-        dom.create()
+        ended = start.create(dom, options, stop, progress)
     except Exception as e:
         import libvirt
 
@@ -200,8 +206,12 @@ def _traced_start(
         return
     finally:
         result.timings["start"] = time.monotonic() - t1
+    if ended:
+        # Stopped or out of time while libvirt still waited for QEMU (gdbserver).
+        result.ended_by = ended
+        return
 
-    progress.phase("tracing", target.name)
+    progress.phase("tracing", f"{target.name} runs under {options.debugger}")
     t2 = time.monotonic()
     result.ended_by = _wait(dom, options, stop, progress, watch)
     result.timings["traced"] = time.monotonic() - t2

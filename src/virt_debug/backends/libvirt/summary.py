@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from virt_debug.backends.libvirt import collect
+from virt_debug.backends.libvirt import collect, outputs
 from virt_debug.backends.libvirt.session import RunResult
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,52 @@ _ENDED = {
 }
 
 
+def _stopped_by_us(result: RunResult) -> bool:
+    return result.ended_by in ("duration", "interrupted", "watch")
+
+
+def _launch_failed(result: RunResult, launch: Path) -> str | None:
+    """QEMU's status if that launch failed by itself, else None."""
+    status = collect.read_status(launch)
+    if status is None or status == "exit 0":
+        return None
+    sent = outputs.forwarded(launch)
+    if sent and (status == f"signal {sent}" or _stopped_by_us(result)):
+        return None
+    if _stopped_by_us(result) and status == "signal KILL":
+        return None  # libvirt's escalation when our stop took long
+    return status
+
+
+def qemu_failed(result: RunResult) -> bool:
+    """QEMU failed to start, or one of its launches died by itself."""
+    if result.ended_by == "start failed":
+        return True
+    return any(_launch_failed(result, launch) for launch in result.launches)
+
+
+def headline(result: RunResult) -> str:
+    """One plain sentence first: did QEMU fail, or did it run fine?"""
+    if result.ended_by == "start failed":
+        return "QEMU failed to start; what went wrong is below."
+    failed = [s for s in (_launch_failed(result, x) for x in result.launches) if s]
+    if failed:
+        return f"QEMU failed: it ended by itself with {failed[-1]}; details below."
+    if not result.launches:
+        return "QEMU never started under the wrapper."
+    traced = result.timings.get("traced")
+    after = f" after {traced:.0f} s" if traced is not None else ""
+    if _stopped_by_us(result):
+        return (
+            f"QEMU ran normally and was stopped by virt-debug{after}; no failure found."
+        )
+    return f"QEMU ran and ended normally{after}; no failure found."
+
+
 def render_summary(result: RunResult, *, color: bool = False, width: int = 80) -> str:
     """The summary text for a finished run."""
-    lines = [f"domain {result.domain}: {_ENDED.get(result.ended_by, 'run ended')}"]
+    lines = [headline(result)]
+    lines.append(f"domain {result.domain}: {_ENDED.get(result.ended_by, 'run ended')}")
     if result.start_error:
         lines.append(f"libvirt: {result.start_error.splitlines()[0]}")
     if not result.launches:
@@ -57,6 +100,9 @@ def render_summary(result: RunResult, *, color: bool = False, width: int = 80) -
 
 
 def _explain(launch: Path, *, color: bool, width: int) -> str:
+    if not (launch / "strace.log").is_file():
+        # ltrace, perf, valgrind, gdbserver: nothing for the strace analysis to read.
+        return outputs.explain(launch)
     # The seam to the trace analysis: used as soon as it is there.
     try:
         from virt_debug.trace import analyze_paths

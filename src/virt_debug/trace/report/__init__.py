@@ -9,10 +9,14 @@ import json
 import math
 import re
 import time as _time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from virt_debug.errors import UsageError
-from virt_debug.trace.analysis import Analysis
+from virt_debug.trace.analysis import SCHEMA_VERSION, Analysis
+
+if TYPE_CHECKING:
+    from virt_debug.trace import Launch
 
 FORMATS = ("text", "json", "html", "perfetto")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -25,12 +29,16 @@ def render(
     color: bool = False,
     width: int = 80,
     verbose: bool = False,
+    base: str | None = None,
 ) -> str:
-    """The report of ``analysis`` in ``fmt`` (one of ``FORMATS``), as a string."""
+    """The report of ``analysis`` in ``fmt`` (one of ``FORMATS``), as a string.
+    ``base``: the text report names evidence files relative to it."""
     if fmt == "text":
         from virt_debug.trace.report.text import render_text
 
-        text = render_text(analysis, color=color, width=width, verbose=verbose)
+        text = render_text(
+            analysis, color=color, width=width, verbose=verbose, base=base
+        )
     elif fmt == "json":
         from virt_debug.trace.report.jsonout import render_json
 
@@ -48,6 +56,58 @@ def render(
             f"unknown report format {fmt!r}", f"use one of {', '.join(FORMATS)}"
         )
     return encodable(text, json_string=fmt in ("json", "perfetto"))
+
+
+def render_launches(
+    launches: "Sequence[Launch]",
+    fmt: str = "text",
+    *,
+    color: bool = False,
+    width: int = 80,
+    verbose: bool = False,
+) -> str:
+    """The report of what ``analyze_launches`` found: one launch's report as
+    ``render`` writes it; for several, each in turn (text: under a heading of
+    its own; JSON: ``{"schema_version", "tool", "launches": [report, ...]}``).
+    HTML and Perfetto reports show one launch: for several, name one of them."""
+    if len(launches) == 1:
+        only = launches[0]
+        return render(only.analysis, fmt, color=color, width=width, verbose=verbose)
+    if fmt == "json":
+        from virt_debug.trace.report.jsonout import to_dict
+
+        reports = []
+        for launch in launches:
+            report = to_dict(launch.analysis)
+            report["label"] = launch.label
+            reports.append(report)
+        data = {"schema_version": SCHEMA_VERSION, "tool": "virt-debug"}
+        data["launches"] = reports
+        text = finite_json(data, indent=1, ensure_ascii=False) + "\n"
+        return encodable(text, json_string=True)
+    if fmt != "text":
+        names = ", ".join(launch.label for launch in launches)
+        raise UsageError(
+            f"{len(launches)} launches found ({names}): the {fmt} report shows one",
+            "name one launch directory, or use --format text or json",
+        )
+    from virt_debug.trace.report.terminal import printable
+
+    parts = []
+    for n, launch in enumerate(launches, 1):
+        rule = "=" * min(width, 80)
+        label = printable(launch.label)
+        head = f"{rule}\nLaunch {n} of {len(launches)}: {label}\n{rule}\n"
+        body = render(
+            launch.analysis,
+            "text",
+            color=color,
+            width=width,
+            verbose=verbose,
+            base=launch.base or None,
+        )
+        parts.append(encodable(head) + body)
+    return "\n".join(parts)
 
 
 def encodable(text: str, *, json_string: bool = False) -> str:
@@ -85,6 +145,44 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+# Signals another process sends to stop QEMU (libvirt sends SIGTERM). Not SIGKILL:
+# the OOM killer sends it too, and a QEMU that needed it did not stop as asked.
+_STOP_SIGNALS = frozenset({"SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"})
+MIN_RUN = 2.0  # seconds QEMU must have run for a stop by a signal to be a normal one
+HEALTHY = "QEMU ran and stopped normally; nothing failed that explains a problem"
+_INBOUND = ("recvmsg", "read", "readv", "recvfrom", "recv")
+
+
+def ran_normally(analysis: Analysis) -> bool:
+    """Whether QEMU exited with 0, or was stopped by a signal from outside after
+    running a while, with no likely cause of a problem found: a healthy run."""
+    a, ended = analysis, analysis.ended
+    if ended is None or a.hints or a.qemu_pid is None:
+        return False
+    if ended.how == "exited" and ended.code == 0:
+        return True
+    ran = a.offset(ended.time)
+    return (
+        ended.how == "killed"
+        and ended.signal in _STOP_SIGNALS
+        and not ended.core_dumped
+        and ran is not None
+        and ran >= MIN_RUN
+    )
+
+
+def monitor_gap(analysis: Analysis) -> str | None:
+    """Why the monitor messages QEMU received are missing, when they are: the
+    wrapper's default filter leaves the calls that read them out."""
+    left_out = [name for name in _INBOUND if name in analysis.not_traced]
+    if not left_out or any(m.direction == "in" for m in analysis.monitor):
+        return None
+    return (
+        f"commands from libvirt are not in this trace: {'/'.join(left_out)} "
+        "were not traced; use --full"
+    )
 
 
 def clock(when: float | None) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 import jinja2
 
 from virt_debug.trace.analysis import Analysis
-from virt_debug.trace.report import clock
+from virt_debug.trace.noise import is_quiet_call
+from virt_debug.trace.report import HEALTHY, clock, monitor_gap, ran_normally
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("virt_debug.trace.report", "templates"),
@@ -60,4 +61,9 @@ def render_html(analysis: Analysis) -> str:
         basename=os.path.basename,
         timeline=_timeline(analysis),
         failed_total=sum(g.count for g in analysis.failures),
+        healthy=ran_normally(analysis),
+        healthy_text=HEALTHY,
+        said=bool(analysis.qemu_stderr.strip()),
+        quiet=is_quiet_call,
+        monitor_gap=monitor_gap(analysis),
     )

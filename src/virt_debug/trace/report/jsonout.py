@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from virt_debug.trace.analysis import Analysis
-from virt_debug.trace.report import finite_json
+from virt_debug.trace.report import finite_json, ran_normally
 
 
 def to_dict(analysis: Analysis) -> dict[str, Any]:
@@ -37,6 +37,7 @@ def to_dict(analysis: Analysis) -> dict[str, Any]:
             "unparsed_lines": a.unparsed_count,
             "failed_calls": sum(g.count for g in a.failures),
             "expected_failures": a.expected_count,
+            "ran_normally": ran_normally(a),
         },
         "qemu": {"pid": a.qemu_pid, "argv": a.qemu_argv, "stderr": a.qemu_stderr},
         "launch": {

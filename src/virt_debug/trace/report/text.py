@@ -2,10 +2,10 @@
 after. Written with rich so it wraps to the terminal's width; colour only when asked.
 """
 
-import copy
 import dataclasses
 import io
 import os
+import re
 import textwrap
 
 from rich.console import Console
@@ -16,33 +16,28 @@ from rich.tree import Tree
 
 from virt_debug.trace.analysis import Analysis
 from virt_debug.trace.evidence import Evidence
-from virt_debug.trace.report import clock
+from virt_debug.trace.noise import is_quiet_call
+from virt_debug.trace.report import HEALTHY, clock, monitor_gap, ran_normally
+from virt_debug.trace.report.terminal import fit, shown
 from virt_debug.trace.results import FailureGroup
 
 TOP = 15
 MONITOR_LAST = 10
 EVIDENCE_LINES = 3
 MAX_FAILURE_ROWS = 30
-MAX_SHOWN = 2000  # characters of one path, message or argument shown at most
-
-# What a terminal would act on rather than show: C0 controls but the newline, DEL,
-# C1 controls (U+009B is a CSI of its own), line separators, bidirectional overrides,
-# and lone surrogates (file-name bytes that are not UTF-8). They are shown escaped.
-_UNSAFE = {
-    **{code: f"\\x{code:02x}" for code in [*range(32), *range(0x7F, 0xA0)]},
-    **{code: f"\\u{code:04x}" for code in [0x2028, 0x2029, 0x200E, 0x200F]},
-    **{code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F)]},
-    **{code: f"\\u{code:04x}" for code in [*range(0x2066, 0x206A)]},
-    **{code: f"\\x{code - 0xDC00:02x}" for code in range(0xDC80, 0xDD00)},
-    **{code: f"\\u{code:04x}" for code in range(0xD800, 0xDC80)},
-    **{code: f"\\u{code:04x}" for code in range(0xDD00, 0xE000)},
-}
-_LINES = {**_UNSAFE, 10: "\n", 9: "    "}
+_STDERR_WRITE = re.compile(r"^(?:\d+ )?writev?\(2[<,]")
 
 
 def render_text(
-    analysis: Analysis, *, color: bool = False, width: int = 80, verbose: bool = False
+    analysis: Analysis,
+    *,
+    color: bool = False,
+    width: int = 80,
+    verbose: bool = False,
+    base: str | None = None,
 ) -> str:
+    """The report; evidence names its file relative to ``base`` when given (the
+    folder the user named, holding several launches), else by its base name."""
     out = io.StringIO()
     console = Console(
         file=out,
@@ -54,55 +49,31 @@ def render_text(
         emoji=False,
         soft_wrap=False,
     )
-    _Writer(console, shown(analysis), verbose).write()
+    _Writer(console, shown(analysis), verbose, base).write()
     return out.getvalue()
 
 
-def printable(text: str, *, lines: bool = False) -> str:
-    """``text`` as the terminal may show it: controls escaped, cut past
-    ``MAX_SHOWN``; ``lines`` keeps newlines (CRLF as one)."""
-    if len(text) > MAX_SHOWN:
-        text = text[:MAX_SHOWN] + " [...]"
-    if lines:
-        return text.replace("\r\n", "\n").translate(_LINES)
-    return text.translate(_UNSAFE)
-
-
-def shown(analysis: Analysis) -> Analysis:
-    """A copy of ``analysis`` whose every string is ``printable``: the trace decides
-    what they hold, and the terminal must not take any of it as a command."""
-    clean = _printable_copy(analysis, skip=("timeline",))
-    clean.qemu_stderr = printable(analysis.qemu_stderr[-MAX_SHOWN:], lines=True)
-    return clean
-
-
-def _printable_copy(value, skip=()):
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, list):
-        return [_printable_copy(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_printable_copy(item) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        clean = copy.copy(value)
-        for f in dataclasses.fields(value):
-            if f.name not in skip:
-                setattr(clean, f.name, _printable_copy(getattr(value, f.name)))
-        return clean
-    return value
-
-
 class _Writer:
-    def __init__(self, console: Console, analysis: Analysis, verbose: bool) -> None:
+    def __init__(
+        self, console: Console, analysis: Analysis, verbose: bool, base: str | None
+    ) -> None:
         self.c = console
         self.a = analysis
         self.verbose = verbose
+        self.base = base
+        self.healthy = ran_normally(analysis)
 
     def write(self) -> None:
+        # The answer first (how QEMU ended, the likely cause), then QEMU's message
+        # once, what failed, what it did last; the details after.
         self._header()
         self._ended()
-        self._hints()
+        if not self.healthy:
+            self._hints()
+        self._said()
         self._failures()
+        self._last_calls()
+        self._command()
         self._monitor()
         self._threads()
         self._syscalls()
@@ -128,11 +99,17 @@ class _Writer:
                 else ""
             )
         )
+
+    def _command(self) -> None:
+        a = self.a
+        if not a.qemu_argv and not a.not_traced:
+            return
+        self.heading("Command line")
         if a.qemu_argv:
             cmd = " ".join(a.qemu_argv)
             if len(cmd) > 3 * self.c.width:
                 cmd = cmd[: 3 * self.c.width] + " …"
-            self.para(f"QEMU pid {a.qemu_pid}: {cmd}", 0, hang=2)
+            self.para(f"QEMU pid {a.qemu_pid}: {cmd}", 2, hang=2)
         if a.not_traced:
             # The wrapper's default filter: these calls are absent, not unused.
             self.para(f"not traced: {' '.join(a.not_traced)}", 2, "dim", hang=2)
@@ -156,18 +133,36 @@ class _Writer:
         self.c.print(f"  {who} {status}{when}")
         if self.a.launch_status is not None:
             self.c.print(f"  Wrapper's status file: {escape(self.a.launch_status)}")
-        if ended.tid is not None:
-            name = f" ({escape(ended.thread)})" if ended.thread else ""
-            self.c.print(f"  Last calls of thread {ended.tid}{name}:")
-            for evidence in ended.last_calls:
-                self._evidence(evidence, indent=4)
+        if self.healthy:
+            self.para(HEALTHY + ".", 2, "bold green", hang=2)
+
+    def _said(self) -> None:
         said = self.a.qemu_stderr.strip()
-        if said:
-            where = " (its stderr file)" if self.a.stderr_file else ""
-            self.c.print(f"  QEMU said{where}:")
-            lines = said.splitlines()
-            for line in lines[-12:]:
-                self.para(f"| {line}", 4, hang=2)
+        if not said:
+            return
+        where = " (its stderr file)" if self.a.stderr_file else ""
+        self.heading(f"QEMU said{where}")
+        for line in said.splitlines()[-12:]:
+            self.para(f"| {line}", 2, hang=2)
+
+    def _last_calls(self) -> None:
+        ended = self.a.ended
+        if ended is None or ended.tid is None:
+            return
+        # Signal masks and memory management say nothing unless they failed, and
+        # the writes of QEMU's message are quoted under "QEMU said" already.
+        said = bool(self.a.qemu_stderr.strip())
+        calls = [
+            e
+            for e in ended.last_calls
+            if not is_quiet_call(e.text) and not (said and _STDERR_WRITE.match(e.text))
+        ]
+        name = f" ({ended.thread})" if ended.thread else ""
+        left = len(ended.last_calls) - len(calls)
+        routine = f"; {left} routine calls left out" if left else ""
+        self.heading(f"Last calls of thread {ended.tid}{name}{routine}")
+        for evidence in calls:
+            self._evidence(evidence, indent=2)
 
     def _hints(self) -> None:
         hints = self.a.hints
@@ -175,17 +170,33 @@ class _Writer:
         if not hints:
             self.c.print("  no known cause matched")
             return
+        said = bool(self.a.qemu_stderr.strip())
         for n, hint in enumerate(hints, 1):
+            title, advice = hint.title, hint.advice
             agrees = " (QEMU's message agrees)" if hint.confirmed else ""
-            self.para(f"{n}. {hint.title}{agrees}", 2, "bold red", hang=3)
-            self.para(hint.advice, 5)
+            if hint.rule == "qemu-error":
+                # Its title is QEMU's message: that it agrees with itself says nothing.
+                code = self.a.ended.code if self.a.ended else "?"
+                title = f"QEMU exited with status {code}; no known cause matched"
+                advice, agrees = "QEMU's own message below is the best lead.", ""
+            self.para(f"{n}. {title}{agrees}", 2, "bold red", hang=3)
+            self.para(advice, 5)
             for evidence in hint.evidence:
+                if said and evidence.text.startswith("QEMU stderr ("):
+                    # Quoted once, under "QEMU said": here only where it is.
+                    evidence = dataclasses.replace(
+                        evidence, text="QEMU's message, quoted below"
+                    )
                 self._evidence(evidence, indent=5)
 
     def _failures(self) -> None:
         a = self.a
         total = sum(g.count for g in a.failures)
-        self.heading(f"Failed calls: {total} in {len(a.failures)} groups")
+        if not a.failures:
+            self.heading("Failed calls")
+            self.c.print("  No failed call that matters.")
+        else:
+            self.heading(f"Failed calls: {total} in {len(a.failures)} groups")
         self.c.print(
             f"  {a.expected_count} expected failures folded"
             + (" (listed below)" if self.verbose else " (--verbose lists them)")
@@ -198,31 +209,43 @@ class _Writer:
             self._group_table(a.expected, expected=True)
 
     def _group_table(self, groups: list[FailureGroup], *, expected: bool) -> None:
+        # A path gets a line of its own under its row, shortened in the middle if
+        # need be: a table cell would split it anywhere, and nobody could copy it.
         if not groups:
             return
-        table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
-        table.add_column("count", justify="right")
-        table.add_column("call")
-        table.add_column("errno")
-        table.add_column("path", overflow="fold")
-        table.add_column("why expected" if expected else "first", overflow="fold")
+        rows = []
         for g in groups:
             call = f"{g.syscall} {g.request}" if g.request else g.syscall
             last = g.expected or ""
             if not expected:
                 name = f" {g.first_thread}" if g.first_thread else ""
                 last = f"{self._clock(g.first_time)} {g.first_tid}{name}"
-            table.add_row(
-                str(g.count), escape(call), g.errno, escape(g.path or ""), escape(last)
+            rows.append((str(g.count), call, g.errno, last, g.path))
+        head = ("count", "call", "errno", "why expected" if expected else "first")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+
+        def line(cells) -> str:
+            count, call, errno, last = cells[:4]
+            return (
+                f"{count:>{widths[0]}}  {call:<{widths[1]}}  "
+                f"{errno:<{widths[2]}}  {last}"
             )
-        self.c.print(table)
+
+        indent = widths[0] + 2
+        room = self.c.width - indent
+        self.c.print(Text(line(head), style="bold"), no_wrap=True, crop=True)
+        for row in rows:
+            self.para(line(row), 0, hang=indent + widths[1] + widths[2] + 4)
+            if row[4]:
+                path = " " * indent + fit(row[4], room)
+                self.c.print(Text(path), no_wrap=True, crop=True)
 
     def _monitor(self) -> None:
         a = self.a
         if a.secret_reads:
             self.heading(f"Secret files read: {len(a.secret_reads)}")
             for read in a.secret_reads:
-                where = f"{os.path.basename(self._source())}:{read.line}"
+                where = f"{self._where(self._source())}:{read.line}"
                 shown = "<redacted>" if read.content is None else repr(read.content)
                 what = f"{read.tid} read {read.size} bytes of {read.path}"
                 self.para(f"{where}  {what}: {shown}", 2, hang=4)
@@ -231,6 +254,15 @@ class _Writer:
         count = len(a.monitor) if self.verbose else MONITOR_LAST
         self.heading(
             f"Monitor messages: last {min(count, len(a.monitor))} of {len(a.monitor)}"
+        )
+        gap = monitor_gap(a)
+        if gap:
+            self.para(gap, 2, "yellow", hang=2)
+        self.para(
+            "-> QEMU received it (a command); <- QEMU sent it (a reply or an event)",
+            2,
+            "dim",
+            hang=2,
         )
         for message in a.monitor[-count:]:
             arrow = "->" if message.direction == "in" else "<-"
@@ -299,10 +331,16 @@ class _Writer:
         table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
         table.add_column("ok", justify="right")
         table.add_column("failed", justify="right")
-        table.add_column("path", overflow="fold")
+        table.add_column("path", no_wrap=True)
         limit = len(files) if self.verbose else TOP
-        for f in files[:limit]:
-            table.add_row(str(f.ok), str(f.failed), escape(f.path))
+        shown = files[:limit]
+        # The two counts and their spaces; the path gets the rest, whole or
+        # shortened in the middle, never split over lines.
+        left = max([2, *(len(str(f.ok)) for f in shown)])
+        left += max([6, *(len(str(f.failed)) for f in shown)]) + 2
+        for f in shown:
+            path = fit(f.path, self.c.width - left)
+            table.add_row(str(f.ok), str(f.failed), escape(path))
         self.c.print(table)
         if len(files) > limit:
             self.c.print(f"  … {len(files) - limit} more (--verbose lists all)")
@@ -328,7 +366,7 @@ class _Writer:
 
     def _evidence(self, evidence: Evidence, indent: int) -> None:
         # At most three wrapped lines each: the file and line say where to read more.
-        where = f"{os.path.basename(evidence.source)}:{evidence.line}"
+        where = f"{self._where(evidence.source)}:{evidence.line}"
         body = where + "  " + evidence.text.replace("\n", " ")
         lines = textwrap.wrap(
             body,
@@ -357,6 +395,12 @@ class _Writer:
         )
         for line in lines:
             self.c.print(Text(line, style=style), no_wrap=True, crop=True)
+
+    def _where(self, source: str) -> str:
+        if self.base:
+            # Several launches: the launch directory tells them apart.
+            return os.path.relpath(source, self.base)
+        return os.path.basename(source)
 
     def _clock(self, when: float | None) -> str:
         return clock(when)

@@ -22,6 +22,10 @@ $S -o bios-missing.strace $Q -accel tcg -bios /nonexistent/OVMF_CODE.fd 2>qemu.e
 # hugetlbfs with no huge pages reserved: the mmap of guest RAM fails with ENOMEM
 mkdir -p /mnt/vdhuge && (mountpoint -q /mnt/vdhuge || mount -t hugetlbfs none /mnt/vdhuge)
 $S -o hugepages.strace $Q -accel tcg -mem-path /mnt/vdhuge -mem-prealloc 2>qemu.err
+# more guest RAM than the host can map: the mmap of 64 TiB fails with ENOMEM
+$S -o guest-ram-enomem.strace $Q -m 64T -accel tcg 2>qemu.err
+# no rule matches: only QEMU's own message explains the exit
+$S -o qemu-error.strace $Q -accel tcg -machine no-such-machine 2>qemu.err
 (ulimit -l 0; $as_qemu $S -o memlock.strace $Q -accel tcg -overcommit mem-lock=on 2>qemu.err)
 
 # no /dev/vhost-net on this host: QEMU 7.2 warns, then aborts on an assertion
