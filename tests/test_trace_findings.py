@@ -198,12 +198,17 @@ def test_answer_first_then_message_failures_last_calls(out):
 
 
 def test_a_qemu_error_hint_does_not_agree_with_itself():
-    text = render(analyze_paths([CORPUS / "hugepages.strace"]), "text")
+    a = analyze_paths([CORPUS / "qemu-error.strace"])
+    text = render(a, "text")
+    page = render(a, "html")
 
-    assert "QEMU's message agrees) " not in text
-    for line in text.splitlines():
-        if line.lstrip().startswith("1. QEMU exited with status"):
-            assert "agrees" not in line
+    assert a.hints[0].rule == "qemu-error"
+    assert "1. QEMU exited with status 1; no known cause matched\n" in text
+    assert "agrees" not in text and "agrees" not in page
+    # QEMU's message once: not in the hint, not again among the last calls
+    assert text.count("unsupported machine type") == 1
+    last = text[text.index("Last calls") :]
+    assert "write(2" not in last[: last.index("\n\n")]
 
 
 # 5. the monitor's missing half

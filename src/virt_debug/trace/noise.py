@@ -147,3 +147,11 @@ def is_quiet_call(text: str) -> bool:
     that succeeded: noise among the last calls of a thread."""
     m = _CALL_TEXT.match(text)
     return m is not None and m.group(1) in _QUIET and " = -1 " not in text
+
+
+_STDERR_WRITE = re.compile(r"^(?:\d+ )?writev?\(2[<,]")
+
+
+def is_stderr_write(text: str) -> bool:
+    """Whether an evidence line is a write to fd 2 (a piece of QEMU's message)."""
+    return _STDERR_WRITE.match(text) is not None

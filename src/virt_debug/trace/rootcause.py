@@ -231,15 +231,21 @@ class Collector:
                 )
             )
         if ended_code not in (None, 0) and not out and text.strip():
-            last = [line for line in text.splitlines() if line.strip()][-1]
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            # QEMU's error line ("qemu-system-x86_64: ..."), not the advice line
+            # that may follow it ("Use -machine help to list ...").
+            errors = [
+                x for x in lines if _ERROR_LINE.search(x) and ": warning:" not in x
+            ]
+            last = (errors or lines)[-1]
             out.append(
                 Hint(
                     "qemu-error",
-                    f"QEMU exited with status {ended_code}: {last.strip()}",
+                    f"QEMU exited with status {ended_code}: {last}",
                     "No known cause matched; QEMU's message above is the best lead.",
                     _SCORES["qemu-error"],
                     True,
-                    stderr.last_line_evidence(),
+                    stderr.evidence_for(last) or stderr.last_line_evidence(),
                 )
             )
 
@@ -420,6 +426,7 @@ _HUGE_ADVICE = (
     "on the kernel command line) and check the hugetlbfs mount QEMU uses."
 )
 _GUEST_RAM_MIN = 64 << 20
+_ERROR_LINE = re.compile(r"(?:^|\s)qemu[\w.-]*: ")
 _GUEST_RAM_SAID = "cannot set up guest memory"
 _GUEST_RAM_ADVICE = (
     "The host would not give QEMU the memory the guest asks for: lower the guest's "

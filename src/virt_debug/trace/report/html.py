@@ -8,7 +8,7 @@ from typing import Any
 import jinja2
 
 from virt_debug.trace.analysis import Analysis
-from virt_debug.trace.noise import is_quiet_call
+from virt_debug.trace.noise import is_quiet_call, is_stderr_write
 from virt_debug.trace.report import HEALTHY, clock, monitor_gap, ran_normally
 
 _ENV = jinja2.Environment(
@@ -55,6 +55,7 @@ def _timeline(analysis: Analysis) -> dict[str, Any]:
 
 def render_html(analysis: Analysis) -> str:
     template = _ENV.get_template("report.html.j2")
+    said = bool(analysis.qemu_stderr.strip())
     return template.render(
         a=analysis,
         clock=clock,
@@ -63,7 +64,7 @@ def render_html(analysis: Analysis) -> str:
         failed_total=sum(g.count for g in analysis.failures),
         healthy=ran_normally(analysis),
         healthy_text=HEALTHY,
-        said=bool(analysis.qemu_stderr.strip()),
-        quiet=is_quiet_call,
+        said=said,
+        quiet=lambda text: is_quiet_call(text) or (said and is_stderr_write(text)),
         monitor_gap=monitor_gap(analysis),
     )

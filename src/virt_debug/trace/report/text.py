@@ -5,7 +5,6 @@ after. Written with rich so it wraps to the terminal's width; colour only when a
 import dataclasses
 import io
 import os
-import re
 import textwrap
 
 from rich.console import Console
@@ -16,7 +15,7 @@ from rich.tree import Tree
 
 from virt_debug.trace.analysis import Analysis
 from virt_debug.trace.evidence import Evidence
-from virt_debug.trace.noise import is_quiet_call
+from virt_debug.trace.noise import is_quiet_call, is_stderr_write
 from virt_debug.trace.report import HEALTHY, clock, monitor_gap, ran_normally
 from virt_debug.trace.report.terminal import fit, shown
 from virt_debug.trace.results import FailureGroup
@@ -25,7 +24,6 @@ TOP = 15
 MONITOR_LAST = 10
 EVIDENCE_LINES = 3
 MAX_FAILURE_ROWS = 30
-_STDERR_WRITE = re.compile(r"^(?:\d+ )?writev?\(2[<,]")
 
 
 def render_text(
@@ -155,11 +153,11 @@ class _Writer:
         calls = [
             e
             for e in ended.last_calls
-            if not is_quiet_call(e.text) and not (said and _STDERR_WRITE.match(e.text))
+            if not is_quiet_call(e.text) and not (said and is_stderr_write(e.text))
         ]
         name = f" ({ended.thread})" if ended.thread else ""
         left = len(ended.last_calls) - len(calls)
-        routine = f"; {left} routine calls left out" if left else ""
+        routine = f"; {left} left out (routine calls, QEMU's message)" if left else ""
         self.heading(f"Last calls of thread {ended.tid}{name}{routine}")
         for evidence in calls:
             self._evidence(evidence, indent=2)
