@@ -47,7 +47,8 @@ def test_healthy_demo_prints_the_serial_line_and_every_thread(local_libvirt):
     # Each progress line reads as one sentence.
     assert "probing: defining " in done.stderr
     assert "collecting: gathering the traces" in done.stderr
-    assert f"serial log ({output / 'guest' / 'serial.log'}): {GREETING}" in done.stdout
+    serial = output / "guest" / "serial.log"
+    assert f"the guest wrote, in {serial}:\n  {GREETING}" in done.stdout
     assert "the guest stopped" in done.stdout
     # Main thread, vCPU, monitor I/O thread, RCU...: all in the trace, by name.
     (launch,) = launch_dirs(output)

@@ -115,6 +115,8 @@ def test_unreachable_daemon_is_one_line_error_saying_how_to_start_one(tmp_path):
         LIBVIRT_AUTOSTART="0",
     )
     argv = [sys.executable, "-m", "virt_debug", "run", "strace", "some-domain"]
+    # As root, run would otherwise drop to uid 107 and its own daemon.
+    argv.append("--as-root")
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
     assert done.returncode != 0

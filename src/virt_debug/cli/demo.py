@@ -215,7 +215,8 @@ def _demo(
     click.echo("")
     if guest.greeted():
         line = next(x for x in guest.serial_text().splitlines() if GREETING in x)
-        click.echo(f"serial log ({guest.serial_log}): {line.strip()}")
+        # The path on a line of its own: output stays within 100 columns.
+        click.echo(f"the guest wrote, in {guest.serial_log}:\n  {line.strip()}")
     elif not broken:
         click.echo(f"the guest's line did not reach {guest.serial_log}")
     else:

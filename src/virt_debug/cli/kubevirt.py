@@ -299,20 +299,18 @@ def _print_plan(planned, fmt: str) -> None:
 
 
 def _analyze(dest: Path) -> None:
+    from virt_debug.trace import analyze_launches
+    from virt_debug.trace.report import render_launches
+
     try:
-        from virt_debug.trace import analyze_paths
-        from virt_debug.trace.report import render
-    except ImportError:
-        click.echo(f"traces in {dest}; read them with: virt-debug analyze {dest}")
-        return
-    try:
-        analysis = analyze_paths([dest])
+        # A fetch after restarts holds several launches: each is explained on its own.
+        launches = analyze_launches([dest])
     except TraceInputError as e:
         # The run itself worked; say what is there instead of failing it.
         click.echo(f"traces in {dest}; no analysis: {e}")
         return
     click.echo(f"traces in {dest}\n")
-    click.echo(render(analysis, "text", color=sys.stdout.isatty()))
+    click.echo(render_launches(launches, "text", color=sys.stdout.isatty()))
 
 
 @click.group("kubevirt")

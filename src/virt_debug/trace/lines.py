@@ -218,8 +218,12 @@ class FileReader(RecordReader):
 
         # -e read=/write= data dumps belong to the call printed just before them.
         if line.startswith(" | "):
-            if self._held is not None:
-                self._held.dump.append(line)
+            held = self._held
+            if held is not None:
+                if held.dump:
+                    held.dump.append(line)
+                else:
+                    held.dump = [line]
                 stats.joined += 1
             else:
                 stats.unparsed += 1
@@ -230,8 +234,12 @@ class FileReader(RecordReader):
         # -k/-kk frames belong to the call printed just before them (and before
         # the thread's exit line, for exit_group).
         if line.startswith(" > "):
-            if self._held is not None:
-                self._held.stack.append(line[3:])
+            held = self._held
+            if held is not None:
+                if held.stack:
+                    held.stack.append(line[3:])
+                else:
+                    held.stack = [line[3:]]
                 stats.frames += 1
             else:
                 stats.unparsed += 1

@@ -7,7 +7,7 @@ trace had absolute timestamps (``-t`` gets the trace file's date, midnight wraps
 carried forward), seconds since the trace started when it had ``-r``, else None.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -37,8 +37,10 @@ class Syscall:
     fd: int | None = (
         None  # the fd it acts on: its first argument, mmap's fifth (tracker)
     )
-    stack: list[str] = field(default_factory=list)  # -k / -kk frames
-    dump: list[str] = field(default_factory=list)  # -e read=/write= hex dump lines
+    # -k / -kk frames and -e read=/write= hex dump lines: a list once there is one,
+    # a shared empty tuple until then (millions of calls have none; no list each).
+    stack: list[str] | tuple[()] = ()
+    dump: list[str] | tuple[()] = ()
 
 
 @dataclass(slots=True)
