@@ -190,6 +190,14 @@ helper_image_option = click.option(
     "default: the cluster's sidecar-shim image).",
 )
 
+output_option = click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
+)
+
 gate_option = click.option(
     "--enable-sidecar-gate",
     is_flag=True,
@@ -350,13 +358,7 @@ def kubevirt() -> None:
     help="How long to trace once QEMU runs (90, 30s, 5m, 1h; default 30s).",
 )
 @click.option("--until-stopped", is_flag=True, help="Trace until the guest stops.")
-@click.option(
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
-    help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
-)
+@output_option
 @click.option(
     "--full",
     is_flag=True,
@@ -506,13 +508,7 @@ def detach_command(vm: str, **kw: Any) -> None:
     "(default: virt-debug-VM).",
 )
 @helper_image_option
-@click.option(
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
-    help="Where the traces go (default ./virt-debug-out/VM-TIME/).",
-)
+@output_option
 @click.option(
     "--all",
     "every_run",
