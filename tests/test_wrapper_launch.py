@@ -6,6 +6,7 @@ real launch, libvirt's SIGTERM on destroy, a QEMU that fails.
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -200,10 +201,13 @@ def test_sigterm_after_qemu_failed_keeps_qemus_own_status(shell, work):
     wrapper = work.write_wrapper(qemu=str(fake))
     firmware = str(work.root / "no-such-firmware.fd")
     proc = work.start(shell, wrapper, ["-name", "guest=t", firmware])
+    # The first `sleep` runs once the script's TERM trap is in place: a stop sent
+    # earlier would kill the script itself, and the status would rightly say so.
     deadline = time.monotonic() + 60
-    while "+++ exited with 1 +++" not in _trace_text(work):
+    while not re.search(r'execve\("[^"]*/sleep"', _trace_text(work)):
         assert proc.poll() is None and time.monotonic() < deadline, work.stderr()
         time.sleep(0.05)
+    assert "+++ exited with 1 +++" in _trace_text(work)
 
     proc.send_signal(signal.SIGTERM)
     assert finish(proc, timeout=30) == 1

@@ -45,6 +45,7 @@ class FileReader(RecordReader):
             pid = default_pid
             minute = ""  # "HH:MM:" of the last time of day, and its epoch seconds
             minute_base = 0.0
+            second = ""  # "HH:MM:SS." of that minute, once a -tt time showed it whole
             line_no = 0
             fast = self.fast
             valid_time = TIMESTAMP.fullmatch
@@ -52,7 +53,7 @@ class FileReader(RecordReader):
             for line_no, line in enumerate(lines, 1):
                 if len(line) >= LONGEST and line[-1] != "\n":
                     self._too_long(line, line_no, handle)
-                    minute = ""
+                    minute = second = ""
                     if ready:
                         yield from ready
                         ready.clear()
@@ -79,7 +80,7 @@ class FileReader(RecordReader):
 
                 if not fast or self._carry is not None:
                     self._slow(line, line_no)
-                    minute = ""  # it may have moved the day on
+                    minute = second = ""  # it may have moved the day on
                     if ready:
                         yield from ready
                         ready.clear()
@@ -105,7 +106,7 @@ class FileReader(RecordReader):
                     bodies[key] = parsed
                 if not parsed:
                     self._slow(line, line_no)
-                    minute = ""  # it may have moved the day on
+                    minute = second = ""  # it may have moved the day on
                     if ready:
                         yield from ready
                         ready.clear()
@@ -116,6 +117,9 @@ class FileReader(RecordReader):
                 try:
                     if ts is None:
                         time = None
+                    elif ts[:9] == second and ts[9:].isdecimal():
+                        # Most common: the second checked on an earlier line.
+                        time = minute_base + float(ts[6:])
                     elif (
                         ts[:6] == minute
                         and ts[8:9] == "."
@@ -124,6 +128,7 @@ class FileReader(RecordReader):
                     ):
                         # The common case, checked without the regex: the same
                         # minute as the line before, "SS.ffffff" (-tt).
+                        second = ts[:9]
                         time = minute_base + float(ts[6:])
                     elif valid_time(ts) is None:
                         raise ValueError(ts)
@@ -134,9 +139,10 @@ class FileReader(RecordReader):
                         if ts[2:3] == ":" and len(ts) > 6:
                             minute = ts[:6]
                             minute_base = time - float(ts[6:])
+                            second = ""
                 except ValueError:
                     self._slow(line, line_no)
-                    minute = ""  # it may have moved the day on
+                    minute = second = ""  # it may have moved the day on
                     if ready:
                         yield from ready
                         ready.clear()
