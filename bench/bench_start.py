@@ -18,6 +18,7 @@ as uid 107, as the tests do; otherwise as the current user.
     .venv/bin/python bench/bench_start.py            # 5 rounds
     .venv/bin/python bench/bench_start.py -n 3 --accel tcg --keep bench/out
     .venv/bin/python bench/bench_start.py --no-full --leave-out recvmsg,ppoll,read,write
+    .venv/bin/python bench/bench_start.py --no-full --strace-options '-f -tt -T -y'
 """
 
 import argparse
@@ -154,7 +155,18 @@ def main() -> None:
         help="try another default-mode filter: the comma-separated calls to leave "
         "out instead of the strace debugger's HOT_CALLS",
     )
+    parser.add_argument(
+        "--strace-options",
+        metavar="OPTIONS",
+        help="try other output options instead of the strace debugger's "
+        "COMMON_OPTIONS (space-separated, e.g. '-f -tt -T -y')",
+    )
     args = parser.parse_args()
+    if args.strace_options is not None:
+        from virt_debug.debuggers import strace
+
+        strace.COMMON_OPTIONS = args.strace_options.split()
+        print(f"strace output options: {' '.join(strace.COMMON_OPTIONS)}")
     if args.leave_out is not None:
         from virt_debug.debuggers import strace
 

@@ -53,7 +53,9 @@ def create(dom, options, stop, progress) -> str:
         if ended:
             _abandon(dom, thread)
             return ended
-        stop.wait(POLL_SECONDS)
+        # Join, not sleep: the run goes on the moment create() returns, so a start
+        # takes no longer than libvirt's own (a stop request is seen within a poll).
+        thread.join(POLL_SECONDS)
 
     show_notes(options.output, shown, progress)
     if failure:
