@@ -9,11 +9,11 @@ setup:
 demo:
 	./scripts/demo.sh
 
-test: setup
-	.venv/bin/ruff check src tests bench
+test: lint
 	.venv/bin/pytest
 
 lint: setup
+	.venv/bin/ruff check src tests bench
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
 

@@ -138,7 +138,8 @@ class FileReader(RecordReader):
                         time = self._time(ts)
                         if ts[2:3] == ":" and len(ts) > 6:
                             minute = ts[:6]
-                            minute_base = time - float(ts[6:])
+                            # A time of day always converts (never None).
+                            minute_base = time - float(ts[6:])  # type: ignore[operator]
                             second = ""
                 except ValueError:
                     self._slow(line, line_no)

@@ -220,7 +220,9 @@ def _first_epoch(path: Path) -> float | None:
                     break
     except (OSError, EOFError, ValueError):
         return None
-    ts = PREFIX.match(line.strip()).group(5) if line.strip() else None
+    # Every part of PREFIX is optional: it matches any line.
+    prefix = PREFIX.match(line.strip())
+    ts = prefix.group(5) if prefix and line.strip() else None
     if ts is None or ":" in ts:
         return None
     value = float(ts)

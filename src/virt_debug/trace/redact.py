@@ -227,7 +227,7 @@ class Redactor:
         if tgid is None:
             tgid = self._tgid_of(call.pid)
         key = stream_key(call.fd_path, tgid, fd, inbound)
-        if len(key) == 2:
+        if len(key) == 2 and call.fd_path:
             self._sockets[(tgid, fd)] = call.fd_path  # for a close without -y
         stream = self._streams.get(key)
         if stream is None:

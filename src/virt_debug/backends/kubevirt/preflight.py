@@ -249,6 +249,7 @@ def check_names(vm: str, namespace: str, claim: str = "") -> None:
 
 def check_sidecars(pre: Preflight) -> None:
     """Refuse a hookSidecars annotation KubeVirt could not read, before any change."""
+    annotations: dict | None
     if pre.vm is not None:
         annotations = template_annotations(pre.vm)
     else:

@@ -218,7 +218,7 @@ class _Writer:
             if not expected:
                 name = f" {g.first_thread}" if g.first_thread else ""
                 last = f"{self._clock(g.first_time)} {g.first_tid}{name}"
-            rows.append((str(g.count), call, g.errno, last, g.path))
+            rows.append((str(g.count), call, g.errno, last, g.path or ""))
         head = ("count", "call", "errno", "why expected" if expected else "first")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
 
