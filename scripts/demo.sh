@@ -14,7 +14,4 @@ echo "== healthy: the guest prints a line on its serial port and powers off"
 
 echo
 echo "== broken: the guest's disk is unreadable to QEMU's user"
-# Exit code 6 is the broken guest's expected verdict: QEMU failed, as intended.
-rc=0
-.venv/bin/virt-debug demo --broken "$@" || rc=$?
-[ "$rc" -eq 0 ] || [ "$rc" -eq 6 ] || exit "$rc"
+.venv/bin/virt-debug demo --broken "$@"

@@ -1,6 +1,7 @@
 """`virt-debug run` with debuggers other than strace, against the private daemon."""
 
 import signal
+import time
 
 import pytest
 
@@ -18,25 +19,39 @@ def _start_gdbserver_run(local_libvirt, guest_xml, label: str, *extra: str):
     return work, name, before, local_libvirt.start_virt_debug(args, cwd=work)
 
 
-def test_gdbserver_run_shows_how_to_attach_and_honours_duration(
+def test_gdbserver_run_waits_for_gdb_past_duration_and_ctrl_c_undoes_it(
     local_libvirt, guest_xml
 ):
     # QEMU waits for gdb before it answers libvirt's monitor, so libvirt's start
-    # blocks: the run must still say where to attach and stop at --duration.
+    # blocks: the run says where to attach, and --duration (which counts once the
+    # guest runs) does not cut the wait short. Ctrl-C does, and restores everything.
     work, name, before, run = _start_gdbserver_run(
-        local_libvirt, guest_xml, "gdb-duration", "--duration", "3s"
+        local_libvirt, guest_xml, "gdb-duration", "--duration", "1s"
     )
     try:
+        lines: list[str] = []
+        wait_for(
+            lambda: lines.append(run.stderr.readline()) or "waits for gdb" in lines[-1],
+            180,
+            "the attach line",
+        )
+        time.sleep(4)
+        assert run.poll() is None, "the run ended while QEMU still waited for gdb"
+        assert qemu_processes_mentioning(str(work))
+        run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=180)
     finally:
         if run.poll() is None:
             run.kill()
 
-    assert "QEMU waits for gdb: gdb -ex 'target remote 127.0.0.1:" in stderr
+    # The whole gdb command on one line, ready to paste, whatever the width.
+    attach = next(x for x in lines if "waits for gdb" in x)
+    assert "gdb -ex 'target remote 127.0.0.1:" in attach
+    assert "qemu-system" in attach or "qemu-kvm" in attach
     assert "Traceback" not in stderr
-    # Stopped by us at --duration: a plain verdict, no strace analysis, exit 0.
-    assert run.returncode == 0, stderr
-    assert stdout.startswith("QEMU ran normally and was stopped by virt-debug")
+    assert run.returncode == 130, stderr
+    assert "interrupted before the guest started" in stderr
+    assert stdout.startswith("virt-debug stopped QEMU before the guest started")
     assert "QEMU ended:" in stdout and "/note: QEMU waits for gdb" in stdout
     assert "trace analysis" not in stdout + stderr
     assert local_libvirt.inactive_xml(name) == before
@@ -88,4 +103,4 @@ def test_summary_without_strace_shows_status_stderr_and_output_files(tmp_path):
     assert "There is no option group 'sandbox'" in text
     assert "valgrind cannot run QEMU's seccomp sandbox" in text
     assert "ERROR SUMMARY: 3 errors from 2 contexts" in text
-    assert f"perf report -i {launch / 'perf.data'}" in text
+    assert f"perf report -f -i {launch / 'perf.data'}" in text

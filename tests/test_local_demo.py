@@ -70,9 +70,10 @@ def test_broken_demo_names_the_failing_open_and_the_disk(local_libvirt):
         ["demo", "--broken", "--output", str(output)], cwd=work
     )
 
-    # Exit code 6: QEMU failed, and the summary (still printed) says why.
-    assert done.returncode == 6, done.stderr
-    assert "QEMU failed; the summary says why" in done.stderr
+    # QEMU failed as the demo intends: the summary says why, and the demo succeeded.
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr
+    assert "as intended, the guest never ran" in done.stdout
     assert done.stdout.startswith("QEMU failed to start")
     assert "the start failed" in done.stdout
     # The failing open and its path, whichever way the summary lays them out.
@@ -119,7 +120,10 @@ def test_demo_as_root_drops_to_uid_107_and_starts_its_own_daemon(local_libvirt):
             time.sleep(1)
         shutil.rmtree(base, ignore_errors=True)
 
-    assert done.returncode == 6, done.stderr
+    # The broken demo's failure is what it sets out to show: a success.
+    assert done.returncode == 0, done.stderr
+    assert "as intended, the guest never ran" in done.stdout
+    assert "error" not in done.stderr
     assert "starting one" in done.stderr
     assert "running the demo as uid 107" in done.stderr
     assert str(output / "guest" / "disk.img") in done.stdout

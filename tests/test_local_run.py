@@ -169,14 +169,42 @@ def test_failed_start_is_explained_and_the_definition_restored(
     local_libvirt.undefine(name)
 
 
+def test_start_libvirt_refuses_before_qemu_runs_is_a_libvirt_error(
+    local_libvirt, guest_xml
+):
+    # A disk that does not exist: libvirt refuses the start before it runs the
+    # emulator, so no QEMU failed and the exit code says libvirt (3), not QEMU (6).
+    work = local_libvirt.workdir("missing-disk")
+    xml = guest_xml(work / "guest", "vd-missing-disk")
+    xml = xml.replace(str(work / "guest" / "disk.img"), str(work / "no-such.img"))
+    name = local_libvirt.define(xml)
+    before = local_libvirt.inactive_xml(name)
+
+    done = local_libvirt.virt_debug(
+        ["run", "strace", name, "--output", str(work / "out")], cwd=work
+    )
+
+    assert done.returncode == 3, done.stderr
+    assert f"libvirt could not start {name}" in done.stderr
+    assert "the start failed" in done.stdout
+    assert "no-such.img" in done.stdout
+    assert local_libvirt.inactive_xml(name) == before
+    local_libvirt.undefine(name)
+
+
 def test_unknown_domain_is_one_line_error(local_libvirt):
     work = local_libvirt.workdir("unknown")
-    done = local_libvirt.virt_debug(["run", "strace", "no-such-domain"], cwd=work)
+    output = work / "out"
+    done = local_libvirt.virt_debug(
+        ["run", "strace", "no-such-domain", "--output", str(output)], cwd=work
+    )
 
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-domain" in lines[0]
+    # A refused run leaves no output directory behind.
+    assert not output.exists()
 
 
 def test_invalid_xml_file_is_one_line_error_and_defines_nothing(local_libvirt):

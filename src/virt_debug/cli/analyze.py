@@ -1,5 +1,6 @@
 """``virt-debug analyze``: explain a trace you already have."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -101,7 +102,8 @@ def analyze(
         raise UsageError(
             f"cannot write {output}: {e.strerror}", "choose a writable path for -o"
         ) from e
-    progress.print(f"Wrote the {fmt} report to {output}")
+    if logging.getLogger("virt_debug").getEffectiveLevel() <= logging.WARNING:
+        progress.print(f"Wrote the {fmt} report to {output}")
 
 
 def _refuse_overwriting_a_trace(output: Path, traces: tuple[str, ...]) -> None:

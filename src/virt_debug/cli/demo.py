@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import click
 
 from virt_debug.backends.libvirt import connection
 from virt_debug.backends.libvirt.daemon import QEMU_UID, SessionDaemon
-from virt_debug.cli.run import execute, fail_if_qemu_failed
+from virt_debug.backends.libvirt.summary import qemu_failed
+from virt_debug.cli.run import execute, exit_for
 from virt_debug.demo.bootsector import GREETING
 from virt_debug.demo.guest import DEFAULT_NAME, create_guest
-from virt_debug.errors import UsageError
+from virt_debug.errors import QemuFailed, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,16 @@ def _writable_by(daemon: SessionDaemon, directory: Path) -> bool:
 
 
 def drop_to_qemu_user(
-    args: list[str], output: Path | None, what: str
+    args: list[str],
+    output: Path | None,
+    what: str,
+    check: Callable[[SessionDaemon], None] | None = None,
 ) -> tuple[SessionDaemon, Path]:
     """As root: run ``virt-debug ARGS --output OUTPUT`` as uid 107 (exec).
 
     The uid-107 session daemon under ROOT_SESSION_BASE is started if none answers;
-    ``demo`` and ``run`` share this. When uid 107 cannot run this tool (a checkout
+    ``demo`` and ``run`` share this; ``check`` may refuse the run first, before
+    anything is created. When uid 107 cannot run this tool (a checkout
     under /root), it returns instead: the daemon and the output directory to drive
     from here, as root, with the daemon's environment already in ``os.environ``.
     """
@@ -63,6 +69,8 @@ def drop_to_qemu_user(
         # daemon from here instead; only the guest's files need to be its.
         log.info("%s", e)
         python, env = [], {}
+    if check is not None:
+        check(daemon)
     output = _output_for(daemon, (output or _default_output()).absolute())
 
     if not python:
@@ -79,11 +87,27 @@ def drop_to_qemu_user(
         f"session daemon, like virt-launcher",
         err=True,
     )
-    argv = [*python, "-m", "virt_debug", *args, "--output", str(output)]
+    argv = [
+        *python,
+        "-m",
+        "virt_debug",
+        *global_flags(),
+        *args,
+        "--output",
+        str(output),
+    ]
     argv = daemon.as_user(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(argv[0], argv, env)
+
+
+def global_flags() -> list[str]:
+    """This command's -v and -q, for the same command run again as uid 107."""
+    params = click.get_current_context().find_root().params
+    return ["-v"] * (params.get("verbose") or 0) + (
+        ["-q"] if params.get("quiet") else []
+    )
 
 
 def _output_for(daemon: SessionDaemon, output: Path) -> Path:
@@ -219,9 +243,17 @@ def _demo(
         click.echo(f"the guest wrote, in {guest.serial_log}:\n  {line.strip()}")
     elif not broken:
         click.echo(f"the guest's line did not reach {guest.serial_log}")
-    else:
+    if not broken:
+        exit_for(result)
+    elif qemu_failed(result) and not guest.greeted():
+        # The failure is the demo's point: it succeeded.
         click.echo("as intended, the guest never ran: its disk cannot be opened")
-    fail_if_qemu_failed(result)
+    else:
+        raise QemuFailed(
+            "the broken demo guest ran: QEMU could open a disk meant to be "
+            f"unreadable to it ({guest.disk})",
+            hint="is QEMU running as root? the demo expects uid 107 or another user",
+        )
 
 
 COMMANDS = [demo_command]

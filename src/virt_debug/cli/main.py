@@ -63,7 +63,12 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None, prog_name: str = "virt-debug") -> None:
-    _register()
+    try:
+        _register()
+    except KeyboardInterrupt:
+        # Ctrl-C while the command modules still load: no traceback either.
+        click.echo(f"{prog_name}: interrupted", err=True)
+        sys.exit(130)
     _run(cli, argv, prog_name)
 
 

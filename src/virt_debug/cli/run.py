@@ -1,8 +1,11 @@
 """``virt-debug run``: trace the next start of a local libvirt domain."""
 
+import contextlib
+import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from rich.status import Status
 
 from virt_debug.backends.libvirt import connection, session
 from virt_debug.backends.libvirt import domain as domains
-from virt_debug.errors import QemuFailed, UsageError
+from virt_debug.errors import Interrupted, LibvirtError, QemuFailed, UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -44,6 +47,20 @@ def default_output(name: str) -> Path:
     return path
 
 
+def check_arguments(debugger: str, spec: str) -> str:
+    """The debugger is known and installed, a domain file is one; its name if so.
+
+    Done before anything is created or touched, here and before dropping to uid 107.
+    """
+    from virt_debug import debuggers
+
+    debuggers.get(debugger).require()
+    if domains.looks_like_file(spec):
+        name, _ = domains.read_file(Path(spec))
+        return name
+    return spec
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB"):
@@ -58,11 +75,18 @@ class RichProgress(session.Progress):
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        # -q: phases and the live status stay silent; notices (how to attach gdb)
+        # are still shown, the run depends on them.
+        self.quiet = (
+            logging.getLogger("virt_debug").getEffectiveLevel() > logging.WARNING
+        )
         self._status: Status | None = None
         self._name = ""
         self._since = time.monotonic()
 
     def phase(self, name: str, detail: str = "") -> None:
+        if self.quiet:
+            return
         now = time.monotonic()
         if self._name and name != self._name:
             self.console.print(f"  {self._name} done in {now - self._since:.1f} s")
@@ -86,8 +110,9 @@ class RichProgress(session.Progress):
             )
 
     def notice(self, text: str) -> None:
-        # Not markup: a note holds shell quoting and brackets.
-        self.console.print(escape(text), highlight=False)
+        # Not markup: a note holds shell quoting and brackets. Not wrapped either: a
+        # command in it must survive copy and paste whole.
+        self.console.print(escape(text), highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._status is not None:
@@ -112,13 +137,9 @@ def execute(
     watch=None,
 ):
     """Connect, resolve, run and summarise; shared by ``run`` and ``demo``."""
-    from virt_debug import debuggers
     from virt_debug.backends.libvirt.summary import render_summary
 
-    debuggers.get(debugger).require()
-    if domains.looks_like_file(spec):
-        # Check the file before anything touches libvirt.
-        domains.read_file(Path(spec))
+    check_arguments(debugger, spec)
     conn = connection.connect(uri)
     try:
         target = domains.recover(conn, domains.resolve(conn, spec))
@@ -169,7 +190,11 @@ def execute(
     is_flag=True,
     help="As root with the default URI: stay root (needs root's own session daemon).",
 )
-@click.option("--duration", help="Stop tracing after this long: 30, 45s, 5m, 1h.")
+@click.option(
+    "--duration",
+    help="Trace this long once the guest runs (the start is not counted): "
+    "30, 45s, 5m, 1h.",
+)
 @click.option(
     "-o",
     "--output",
@@ -217,7 +242,8 @@ def run_command(
 
     Debuggers: strace (the summary explains the trace), gdbserver (QEMU waits for
     gdb on 127.0.0.1:1234; run prints the gdb command as soon as QEMU waits, and
-    --duration and Ctrl-C still apply while libvirt's start waits too), valgrind
+    Ctrl-C still applies while libvirt's start waits; --duration counts once the
+    guest runs), valgrind
     (QEMU under valgrind has no seccomp, so the wrapper drops libvirt's -sandbox
     option and notes it in the launch's wrapper.log), ltrace, perf. For these the
     summary shows how QEMU ended, what it wrote to stderr and the output files.
@@ -236,15 +262,17 @@ def run_command(
 
     \b
     Exit codes:
-        0    the trace was collected and QEMU ran (stopped by us or ended cleanly)
+        0    QEMU ran and the trace was collected (it ended by itself, or
+             --duration or Ctrl-C ended the tracing)
         1    general error
         2    usage error (bad arguments, debugger not installed)
-        3    libvirt error (cannot connect, define, or restore)
-        5    trace input error
+        3    libvirt error (cannot connect, define, start before QEMU ran, restore)
         6    QEMU failed to start or died; the summary says why
-        130  interrupted before tracing began (the definition is restored)
+        130  interrupted before the guest started (the definition is restored)
     """
-    seconds = parse_duration(duration)  # bad input fails before anything starts
+    # Bad input fails before anything starts or is created.
+    seconds = parse_duration(duration)
+    name = check_arguments(debugger, domain)
     source = click.get_current_context().get_parameter_source("uri")
     if (
         os.geteuid() == 0
@@ -253,24 +281,26 @@ def run_command(
         and connection.is_session(uri)
     ):
         uri, output = _as_qemu_user(
-            debugger, domain, duration, output, full, qemu, extra_args
+            debugger, domain, name, duration, output, full, qemu, extra_args
         )
         if domains.looks_like_file(domain):
             domain = str(Path(domain).absolute())
-    result = execute(
-        debugger,
-        domain,
-        uri=uri,
-        output=output,
-        duration=seconds,
-        full=full,
-        qemu=qemu,
-        extra_args=extra_args,
-    )
-    fail_if_qemu_failed(result)
+    output = output or default_output(name)
+    with removed_if_unused(output):
+        result = execute(
+            debugger,
+            domain,
+            uri=uri,
+            output=output,
+            duration=seconds,
+            full=full,
+            qemu=qemu,
+            extra_args=extra_args,
+        )
+    exit_for(result)
 
 
-def _as_qemu_user(debugger, domain, duration, output, full, qemu, extra_args):
+def _as_qemu_user(debugger, domain, name, duration, output, full, qemu, extra_args):
     """Re-run this command as uid 107 (exec); or, if it cannot, the URI to use."""
     from virt_debug.cli.demo import drop_to_qemu_user
 
@@ -281,14 +311,50 @@ def _as_qemu_user(debugger, domain, duration, output, full, qemu, extra_args):
     args += ["--full"] if full else []
     args += ["--qemu", qemu] if qemu else []
     args += [f"--debugger-arg={a}" for a in extra_args]
-    daemon, output = drop_to_qemu_user(args, output, f"run {debugger}")
+    output = output or default_output(name)
+
+    def check(daemon) -> None:
+        # Refuse a domain that is not there (or runs) before the output directory
+        # exists: uid 107 could not remove it from root's folder afterwards.
+        conn = connection.connect(daemon.direct_uri)
+        try:
+            domains.resolve(conn, domain)
+        finally:
+            conn.close()
+
+    daemon, output = drop_to_qemu_user(args, output, f"`run {debugger}`", check)
     return daemon.direct_uri, output
 
 
-def fail_if_qemu_failed(result) -> None:
-    """Exit code 6 when QEMU failed to start or died by itself (summary printed)."""
+@contextlib.contextmanager
+def removed_if_unused(output: Path) -> Iterator[None]:
+    """On a failure, remove ``output`` if this command made it and it is still
+    empty: a refused run leaves nothing behind."""
+    made = not output.exists()
+    try:
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only ever an empty one
+        raise
+
+
+def exit_for(result) -> None:
+    """The exit code of a run whose summary is printed: see `run --help`."""
     from virt_debug.backends.libvirt.summary import qemu_failed
 
+    if result.interrupted and not result.started:
+        raise Interrupted(
+            f"interrupted before the guest started; the definition of "
+            f"{result.domain} is restored"
+        )
+    if result.ended_by == "start failed" and not result.launches:
+        # libvirt refused before it ran QEMU (a missing disk, say): not QEMU's fault.
+        raise LibvirtError(
+            f"libvirt could not start {result.domain}; the summary says why "
+            f"(also in {result.output})"
+        )
     if qemu_failed(result):
         raise QemuFailed(f"QEMU failed; the summary says why (also in {result.output})")
 

@@ -93,7 +93,8 @@ def hook_script_command(emulator: str) -> None:
 
     \b
     Examples:
-        virt-debug hook-script --emulator /var/run/virt-debug/wrapper > onDefineDomain
+        virt-debug hook-script --emulator /var/run/virt-debug/bin/qemu-wrapper \\
+            > onDefineDomain
         ./onDefineDomain --vmi '{}' --domain "$(cat domain.xml)"
     """
     if not emulator.startswith("/"):

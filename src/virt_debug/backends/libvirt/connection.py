@@ -69,6 +69,24 @@ def is_session(uri: str) -> bool:
     return urlparse(uri).path.rstrip("/") == "/session"
 
 
+def shareable_uri(conn) -> str:
+    """A URI for this connection that works from any local shell, root's included.
+
+    A session daemon found through ``XDG_RUNTIME_DIR`` (the private uid-107 one, say)
+    is named by its socket, so a hint such as ``virsh -c URI list`` reaches it and
+    not the caller's own session.
+    """
+    uri = conn.getURI()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if not is_session(uri) or "socket=" in uri or not runtime:
+        return uri
+    for name in ("virtqemud-sock", "libvirt-sock"):
+        socket = Path(runtime) / "libvirt" / name
+        if socket.exists():
+            return f"qemu+unix:///session?socket={socket}"
+    return uri
+
+
 def host_arch() -> str:
     machine = platform.machine()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)

@@ -17,6 +17,7 @@ from virt_debug.backends.libvirt.connection import (
     default_emulator,
     first_line,
     host_arch,
+    shareable_uri,
 )
 from virt_debug.backends.libvirt.placement import saved_xml_path
 from virt_debug.errors import LibvirtError, UsageError
@@ -92,9 +93,10 @@ def resolve(conn, spec: str) -> Target:
     try:
         domain = conn.lookupByName(spec)
     except libvirt.libvirtError as e:
+        uri = shareable_uri(conn)
         raise UsageError(
-            f"no domain named {spec!r} at {conn.getURI()}",
-            hint=f"list them with `virsh -c {conn.getURI()} list --all`, "
+            f"no domain named {spec!r} at {uri}",
+            hint=f"list them with `virsh -c '{uri}' list --all`, "
             "or pass a domain XML file",
         ) from e
     if domain.isActive():

@@ -66,7 +66,8 @@ def _output_files(launch: Path) -> list[str]:
     perf = launch / "perf.data"
     if perf.is_file():
         lines.append(f"    {perf}")
-        lines.append(f"      read it with: perf report -i {perf}")
+        # -f: the file is QEMU's user's (uid 107), perf refuses another's without it.
+        lines.append(f"      read it with: perf report -f -i {perf}")
     for log in sorted(launch.glob("valgrind.*.log")):
         lines.append(f"    {log}")
         summary = _valgrind_errors(log)

@@ -7,8 +7,8 @@ The steps, each shown to the user as a phase:
   as a new emulator, which the wrapper runs untraced;
 * starting: ``create()``; a QEMU that fails at once makes this raise, and the run goes
   on to collect and explain;
-* tracing: until the guest stops, the duration is up, the caller's ``watch`` says so,
-  or Ctrl-C;
+* tracing: until the guest stops, the duration (counted from here) is up, the
+  caller's ``watch`` says so, or Ctrl-C;
 * collecting: destroy the guest if it still runs, wait for the wrapper's ``status``
   files, copy this run's part of libvirt's domain log, restore the definition.
 
@@ -70,6 +70,8 @@ class RunResult:
     start_error: str | None = None
     qemu_log: Path | None = None
     restore_error: str | None = None
+    # Whether libvirt's start finished (create() returned): the guest ran.
+    started: bool = False
     # Seconds per step: define (hook + probe), start (create() returned), traced.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -207,9 +209,10 @@ def _traced_start(
     finally:
         result.timings["start"] = time.monotonic() - t1
     if ended:
-        # Stopped or out of time while libvirt still waited for QEMU (gdbserver).
+        # Stopped while libvirt still waited for QEMU (gdbserver, a slow start).
         result.ended_by = ended
         return
+    result.started = True
 
     progress.phase("tracing", f"{target.name} runs under {options.debugger}")
     t2 = time.monotonic()

@@ -31,7 +31,7 @@ _ENDED = {
     "guest stopped": "the guest stopped",
     "duration": "the duration was reached",
     "watch": "what the caller waited for happened",
-    "interrupted": "interrupted",
+    "interrupted": "interrupted (Ctrl-C or SIGTERM)",
     "start failed": "the start failed",
 }
 
@@ -71,6 +71,11 @@ def headline(result: RunResult) -> str:
         return "QEMU never started under the wrapper."
     traced = result.timings.get("traced")
     after = f" after {traced:.0f} s" if traced is not None else ""
+    if _stopped_by_us(result) and not result.started:
+        return (
+            "virt-debug stopped QEMU before the guest started (libvirt was still "
+            "starting it); no failure found."
+        )
     if _stopped_by_us(result):
         return (
             f"QEMU ran normally and was stopped by virt-debug{after}; no failure found."
@@ -103,7 +108,8 @@ def _explain(launch: Path, *, color: bool, width: int) -> str:
     if not (launch / "strace.log").is_file():
         # ltrace, perf, valgrind, gdbserver: nothing for the strace analysis to read.
         return outputs.explain(launch)
-    # The seam to the trace analysis: used as soon as it is there.
+    # The trace analysis explains the launch; the plain reading stands in only when
+    # it cannot (see the module docstring).
     try:
         from virt_debug.trace import analyze_paths
         from virt_debug.trace.report import render

@@ -194,7 +194,10 @@ class _Writer:
             self.heading("Failed calls")
             self.c.print("  No failed call that matters.")
         else:
-            self.heading(f"Failed calls: {total} in {len(a.failures)} groups")
+            groups = len(a.failures)
+            self.heading(
+                f"Failed calls: {total} in {groups} group{'' if groups == 1 else 's'}"
+            )
         self.c.print(
             f"  {a.expected_count} expected failures folded"
             + (" (listed below)" if self.verbose else " (--verbose lists them)")
