@@ -173,6 +173,8 @@ def test_real_trace_monitor_message_shows_the_command_not_the_secret():
     assert '"data": "<redacted>"' in adds[0].text
     assert a.secret_reads[0].path.endswith("master-key.aes")
     assert a.secret_reads[0].content is None and a.secret_reads[0].size == 32
+    # Cited by the trace file that holds the line, not the folder it was found in.
+    assert a.secret_reads[0].source == str(QMP_TRACE)
     assert a.redacted and a.redacted_calls >= 15
 
 

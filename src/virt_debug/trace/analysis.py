@@ -345,7 +345,7 @@ class _Pass:
         self.secret_reads.append(
             SecretRead(
                 call.fd_path or "", call.time, call.pid, call.line_no,
-                call.retval or 0, content,
+                call.retval or 0, content, call.source,
             )
         )  # fmt: skip
         lane = self.lanes.get(call.pid)

@@ -99,3 +99,4 @@ class SecretRead:
     line: int
     size: int
     content: str | None  # only with redaction off
+    source: str = ""  # the trace file the line is in

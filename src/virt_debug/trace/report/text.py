@@ -246,7 +246,7 @@ class _Writer:
         if a.secret_reads:
             self.heading(f"Secret files read: {len(a.secret_reads)}")
             for read in a.secret_reads:
-                where = f"{self._where(self._source())}:{read.line}"
+                where = f"{self._where(read.source or self._source())}:{read.line}"
                 shown = "<redacted>" if read.content is None else repr(read.content)
                 what = f"{read.tid} read {read.size} bytes of {read.path}"
                 self.para(f"{where}  {what}: {shown}", 2, hang=4)
