@@ -14,9 +14,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virt_debug.cli.scripts import hook_script_command
 from virt_debug.launch import hook_script
 from virt_debug.launch.hook import HookError, set_emulator
 
@@ -186,6 +188,25 @@ def test_emulator_path_is_escaped():
         ),
         (["--vmi", "{}"], "missing --domain"),
         ([], "missing --domain"),
+        # Entities expand to text the byte offsets do not match: a splice there
+        # dropped a <disk> or left the XML unclosed. No DOCTYPE is accepted.
+        (
+            [
+                "--domain",
+                '<!DOCTYPE domain [<!ENTITY e "<emulator>/q</emulator>">]>'
+                '<domain><devices>&e;<disk type="file"/></devices></domain>',
+            ],
+            "DOCTYPE",
+        ),
+        (
+            [
+                "--domain",
+                '<!DOCTYPE domain [<!ENTITY d "<devices><emulator>/q</emulator>'
+                '</devices>">]><domain>&d;</domain>',
+            ],
+            "DOCTYPE",
+        ),
+        (["--domain", "<!DOCTYPE domain><domain><devices/></domain>"], "DOCTYPE"),
     ],
 )
 def test_malformed_input_fails_cleanly(args, message, script, glob_trap):
@@ -251,3 +272,20 @@ def test_any_text_elsewhere_is_kept(description, indent):
         pytest.fail(f"valid XML rejected: {xml!r}")
     assert out.replace("<emulator>/w</emulator>" + indent, "", 1) == xml
     assert set_emulator(out, "/w") == out
+
+
+@pytest.mark.parametrize(
+    "path", ["/a\x01b", "/a\rb", "/a\nb", "/a\udcffb", "/a\x7fb", "relative"]
+)
+def test_emulator_paths_xml_cannot_carry_are_refused(path):
+    # Each would come back from libvirt as another path, or as XML it rejects.
+    with pytest.raises(HookError, match="emulator path"):
+        set_emulator("<domain><devices/></domain>", path)
+    result = CliRunner().invoke(hook_script_command, ["--emulator", path])
+    assert result.exit_code == 2
+    assert "--emulator" in result.output and "EMULATOR =" not in result.output
+
+
+def test_emulator_path_beyond_the_basic_plane_is_kept():
+    out = set_emulator("<domain><devices/></domain>", "/opt/\U0001f600/qemu")
+    assert emulator_of(out) == "/opt/\U0001f600/qemu"

@@ -228,3 +228,63 @@ def test_ff_set_with_more_files_than_the_fd_limit(tmp_path):
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_report_over_a_trace_inside_a_named_directory_is_refused(tmp_path):
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    (launch / "strace.log").write_text(PLAIN.read_text())
+    (launch / "status").write_text("exit 1\n")
+
+    message = one_line_error(cli(str(launch), "-o", str(launch / "strace.log")))
+
+    assert "strace.log" in message
+    assert (launch / "strace.log").read_text() == PLAIN.read_text()
+
+
+def test_fifos_in_a_directory_are_skipped_not_waited_on(tmp_path):
+    # Opening a FIFO nobody writes blocks for ever: a trace beside it is still read.
+    (tmp_path / "a.strace").write_text(PLAIN.read_text())
+    os.mkfifo(tmp_path / "b.strace")
+    os.mkfifo(tmp_path / "stderr")
+    (tmp_path / "status").write_text("exit 0\n")
+
+    result = cli(str(tmp_path), "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    assert '"a.strace"' in result.stdout or "a.strace" in result.stdout
+    assert "b.strace" not in result.stdout
+
+
+def test_a_device_is_refused_not_read_for_ever():
+    message = one_line_error(cli("/dev/zero"))
+    assert "/dev/zero is a device" in message
+
+
+def test_a_gzipped_trace_in_a_directory_is_read(tmp_path):
+    (tmp_path / "strace.log.gz").write_bytes(gzip.compress(PLAIN.read_bytes()))
+
+    from_dir = cli(str(tmp_path), "--format", "json")
+    from_file = cli(str(PLAIN), "--format", "json")
+
+    assert from_dir.returncode == 0, from_dir.stderr
+    calls = '"calls": '
+    assert calls in from_dir.stdout
+    count = from_dir.stdout.split(calls)[1].split(",")[0]
+    assert count == from_file.stdout.split(calls)[1].split(",")[0]
+    assert int(count) > 0
+
+
+@pytest.mark.parametrize("name", ["x[/]y.txt", "a[bold]b.txt", "e\x1b]0;T\a.txt"])
+def test_report_path_is_shown_as_written_not_as_markup(tmp_path, name):
+    target = tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    result = cli(str(PLAIN), "-o", str(target))
+
+    assert result.returncode == 0, result.stderr
+    assert target.is_file()
+    assert "Traceback" not in result.stderr and "\x1b" not in result.stderr
+    assert f"report to {tmp_path}" in result.stderr
+    if "[" in name:
+        assert name in result.stderr

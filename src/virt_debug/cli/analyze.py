@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from virt_debug.errors import UsageError
+from virt_debug.cli.main import printable
+from virt_debug.errors import TraceInputError, UsageError
 from virt_debug.trace import analyze_launches
+from virt_debug.trace.parse import trace_files
 from virt_debug.trace.report import FORMATS, render_launches
 
 
@@ -103,13 +105,19 @@ def analyze(
             f"cannot write {output}: {e.strerror}", "choose a writable path for -o"
         ) from e
     if logging.getLogger("virt_debug").getEffectiveLevel() <= logging.WARNING:
-        progress.print(f"Wrote the {fmt} report to {output}")
+        # The path is the user's text: no markup, no control characters.
+        where = printable(str(output))
+        click.echo(f"Wrote the {fmt} report to {where}", err=True)
 
 
 def _refuse_overwriting_a_trace(output: Path, traces: tuple[str, ...]) -> None:
     # The report is written after the trace is read: over the trace, it would
-    # destroy the only copy of what it explains.
-    for trace in traces:
+    # destroy the only copy of what it explains. A directory names its files.
+    try:
+        found = [str(p) for group in trace_files(traces) for p in group]
+    except TraceInputError:
+        found = []  # the analysis says what is wrong with the input
+    for trace in [*traces, *found]:
         try:
             same = output.exists() and os.path.samefile(output, trace)
         except OSError:

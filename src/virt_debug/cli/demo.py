@@ -111,8 +111,24 @@ def global_flags() -> list[str]:
 
 
 def _output_for(daemon: SessionDaemon, output: Path) -> Path:
-    """``output``, made the daemon user's; a fallback if that user cannot reach it."""
-    output.mkdir(parents=True, exist_ok=True)
+    """``output`` for the daemon's user: made theirs if we make it; a folder that
+    exists already is only checked (its owner is the user's business, and it may be
+    `.` or /etc). A fallback if that user cannot reach a folder we make."""
+    if output.exists():
+        if output.is_dir() and _writable_by(daemon, output):
+            return output
+        raise UsageError(
+            f"uid {daemon.uid} (QEMU's user) cannot write {output}",
+            hint="name a new directory for --output, which virt-debug makes for "
+            f"uid {daemon.uid}, or one that uid can write",
+        )
+    try:
+        output.mkdir(parents=True)
+    except OSError as e:
+        raise UsageError(
+            f"cannot make the output directory {output}: {e.strerror}",
+            hint="choose another --output",
+        ) from e
     os.chown(output, daemon.uid, daemon.gid)
     if _writable_by(daemon, output):
         return output

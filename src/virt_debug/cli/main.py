@@ -87,7 +87,7 @@ def kubectl_plugin() -> None:
     _run(plugin, sys.argv[1:], "kubectl virt-debug")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     # Messages quote names from the user's input (file names, VM names): a control
     # character or stray escape sequence in them must not drive the terminal.
     return "".join(
@@ -110,7 +110,7 @@ def _run(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except VirtDebugError as exc:
-        click.echo(f"{prog_name}: error: {_printable(str(exc))}", err=True)
+        click.echo(f"{prog_name}: error: {printable(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)

@@ -5,6 +5,7 @@ import click
 from virt_debug import debuggers
 from virt_debug.launch import hook_script
 from virt_debug.launch.hook import EMULATOR as DEFAULT_EMULATOR
+from virt_debug.launch.hook import HookError, check_emulator
 from virt_debug.launch.wrapper import render_wrapper
 
 
@@ -99,6 +100,10 @@ def hook_script_command(emulator: str) -> None:
     """
     if not emulator.startswith("/"):
         raise click.BadParameter("must be an absolute path", param_hint="--emulator")
+    try:
+        check_emulator(emulator)
+    except HookError as e:
+        raise click.BadParameter(str(e), param_hint="--emulator") from e
     click.echo(hook_script(emulator), nl=False)
 
 

@@ -91,8 +91,15 @@ class _Scan:
     def _in_devices(self):
         return bool(self._open) and self._open[-1][0] == "devices" and self.depth == 3
 
+    def doctype(self, name, *_):
+        # Entities expand to text that is not in the input, so byte offsets inside
+        # them point at the wrong place and a splice would break the XML. libvirt's
+        # domain XML never has a DOCTYPE.
+        raise HookError(f"the domain XML has a DOCTYPE (<!DOCTYPE {name}>): refused")
+
     def run(self):
         self.parser = expat.ParserCreate(encoding="UTF-8")
+        self.parser.StartDoctypeDeclHandler = self.doctype
         self.parser.StartElementHandler = self.start
         self.parser.EndElementHandler = self.end
         try:
@@ -123,11 +130,31 @@ def _emulator_insertion(data, devices_start, devices_end, element):
     return tag_end, tag_end, lead + element
 
 
+def check_emulator(emulator):
+    """Refuse a path XML cannot carry as it is: control characters (a newline would
+    come back as another path) and bytes that are not UTF-8."""
+    for char in emulator:
+        code = ord(char)
+        if (
+            code < 0x20
+            or code == 0x7F
+            or 0xD800 <= code <= 0xDFFF
+            or code in (0xFFFE, 0xFFFF)
+        ):
+            raise HookError(
+                f"the emulator path {emulator!r} has a character XML cannot "
+                "carry (a control character or a byte that is not UTF-8)"
+            )
+    if not emulator.startswith("/"):
+        raise HookError(f"the emulator path {emulator!r} is not absolute")
+
+
 def set_emulator(domain_xml, emulator):
     """Return ``domain_xml`` with ``<devices><emulator>`` set to ``emulator``.
 
     Everything else is kept byte for byte. Raises HookError on malformed input.
     """
+    check_emulator(emulator)
     data = domain_xml.encode("utf-8", "surrogateescape")
     scan = _Scan(data).run()
     if scan.root != "domain":

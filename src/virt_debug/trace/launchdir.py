@@ -84,6 +84,8 @@ def read_launch(directory: Path) -> LaunchFiles:
 
 
 def _read_small(path: Path) -> str:
+    if not path.is_file():
+        return ""  # a FIFO would block the read for ever
     try:
         with open(path, "rb") as f:
             return f.read(_MAX_SMALL).decode("utf-8", "replace")
@@ -94,6 +96,8 @@ def _read_small(path: Path) -> str:
 def _read_stderr(path: Path) -> StderrLog | None:
     """The stderr file as a log with one piece per line; only its last MAX_STDERR
     bytes are read (the message that ended QEMU is at the end)."""
+    if not path.is_file():
+        return None  # a FIFO would block the read for ever
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

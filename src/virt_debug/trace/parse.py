@@ -86,7 +86,9 @@ def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
         if path.is_dir():
             denied: list[str] = []
             found = [
-                p for p in _walk(path, denied) if is_trace_name(p.name) and _is_text(p)
+                p
+                for p in _walk(path, denied)
+                if is_trace_name(p.name) and p.is_file() and _is_text(p)
             ]
             if not found and denied:
                 raise TraceInputError(
@@ -102,6 +104,12 @@ def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
                 )
             for p in found:
                 add(p)
+        elif path.is_block_device() or path.is_char_device():
+            # /dev/zero and the like never end; a FIFO given by name may be a
+            # pipe from another program (<(zcat ...)) and is read.
+            raise TraceInputError(
+                f"{path} is a device, not a trace", "pass a strace output file"
+            )
         elif path.exists():
             add(path)
         else:
@@ -372,12 +380,15 @@ def _day_base(path: Path):
 
 
 def _is_text(path: Path) -> bool:
-    """Whether a file found in a directory may be strace output (core.PID is not)."""
+    """Whether a regular file found in a directory may be strace output (core.PID is
+    not; a gzipped trace is)."""
     try:
         with open(path, "rb") as f:
             start = f.read(512)
     except OSError:
         return True  # named like a trace: let the reader report why it cannot read it
+    if start.startswith(b"\x1f\x8b"):
+        return True  # gzip: read through zcat's format
     return b"\0" not in start and not start.startswith(b"\x7fELF")
 
 

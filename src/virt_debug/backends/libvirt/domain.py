@@ -48,9 +48,17 @@ def _parse(xml: str, origin: str) -> ET.Element:
         raise UsageError(f"{origin} is not valid XML: {e}") from e
     if root.tag != "domain":
         raise UsageError(f"{origin} is not a libvirt domain: its root is <{root.tag}>")
-    if not (root.findtext("name") or "").strip():
+    if not domain_name(root).strip():
         raise UsageError(f"{origin} has no <name>: libvirt needs one")
     return root
+
+
+def domain_name(root: ET.Element) -> str:
+    """The name as libvirt reads it (XPath ``string(./name[1])``): all the text
+    inside the first <name>, markup dropped, spaces kept. Any other reading could
+    look up, and then restore, a different domain than the one libvirt defines."""
+    element = root.find("name")
+    return "".join(element.itertext()) if element is not None else ""
 
 
 def _emulator_of(root: ET.Element) -> str | None:
@@ -71,7 +79,7 @@ def read_file(path: Path) -> tuple[str, str]:
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text: {e.reason}") from e
     root = _parse(xml, str(path))
-    return root.findtext("name", "").strip(), xml
+    return domain_name(root), xml
 
 
 def resolve(conn, spec: str) -> Target:

@@ -10,11 +10,12 @@ exactly what a cluster will run.
 import json
 import logging
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 from virt_debug.backends.libvirt.domain import define
-from virt_debug.errors import LibvirtError, UsageError
+from virt_debug.errors import Interrupted, LibvirtError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ def run_hook(
     except OSError as e:
         raise LibvirtError(f"cannot run the onDefineDomain hook {script}: {e}") from e
 
+    if done.returncode in (-signal.SIGINT, -signal.SIGTERM):
+        # Ctrl-C reaches the hook too (one process group): the user stopped the run.
+        raise Interrupted(f"interrupted while the onDefineDomain hook ran ({script})")
     if done.returncode != 0:
         message = done.stderr.strip().splitlines()[-1:] or [f"status {done.returncode}"]
         raise LibvirtError(f"the onDefineDomain hook refused the domain: {message[0]}")
@@ -90,6 +94,12 @@ def define_through_hook(conn, script: Path, xml: str, name: str):
     # define is the one that makes libvirt probe the wrapper as a new emulator.
     first = run_hook(script, xml, vmi)
     domain = define(conn, first, what=f"define {name} with the wrapper as its emulator")
+    if domain.name() != name:
+        # A guard: every later step (restore included) finds the domain by name.
+        raise LibvirtError(
+            f"libvirt named the domain {domain.name()!r}, not {name!r}",
+            hint="write the name in <name> as plain text",
+        )
 
     # Second call: the definition as libvirt holds it now.
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE

@@ -27,7 +27,7 @@ from virt_debug.backends.libvirt.connection import first_line, qemu_log_path
 from virt_debug.backends.libvirt.hook import define_through_hook
 from virt_debug.backends.libvirt.placement import Placement, place
 from virt_debug.backends.libvirt.stop import StopRequest
-from virt_debug.errors import Interrupted, LibvirtError
+from virt_debug.errors import Interrupted, LibvirtError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,13 @@ def run(
     """Start ``target`` under the debugger, trace it, stop it, and restore it."""
     progress = progress or Progress()
     output = options.output
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"cannot make the output directory {output}: {e.strerror}",
+            hint="choose another --output",
+        ) from e
     emulator = domain.real_emulator(conn, target, options.qemu)
     result = RunResult(target.name, output, emulator)
     # An output directory used before keeps its launches; ours are the new ones.
