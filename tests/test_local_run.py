@@ -192,6 +192,43 @@ def test_start_libvirt_refuses_before_qemu_runs_is_a_libvirt_error(
     local_libvirt.undefine(name)
 
 
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [(" vd-spaced ", " vd-spaced "), ("vd-mark<x/>up", "vd-markup")],
+    ids=["spaces", "markup"],
+)
+def test_domain_file_name_is_read_as_libvirt_reads_it(
+    local_libvirt, guest_xml, written, name
+):
+    # Any other reading looked up (and restored) another domain than the one
+    # libvirt defined: the guest was left defined and running.
+    work = local_libvirt.workdir(f"name-{name.strip()}")
+    xml = guest_xml(work / "guest", "vd-placeholder")
+    xml_file = work / "guest.xml"
+    xml_file.write_text(
+        xml.replace("<name>vd-placeholder</name>", f"<name>{written}</name>")
+    )
+    xml_file.chmod(0o644)
+    before = local_libvirt.domain_names()
+
+    done = local_libvirt.virt_debug(
+        [
+            "run",
+            "strace",
+            str(xml_file),
+            "--duration",
+            "1s",
+            "--output",
+            str(work / "out"),
+        ],
+        cwd=work,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert local_libvirt.domain_names() == before
+    assert not qemu_processes_mentioning(str(work))
+
+
 def test_unknown_domain_is_one_line_error(local_libvirt):
     work = local_libvirt.workdir("unknown")
     output = work / "out"

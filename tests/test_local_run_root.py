@@ -44,6 +44,10 @@ def test_run_as_root_drops_to_uid_107_with_its_own_daemon(local_libvirt, guest_x
         done = virt_debug("-q", "run", "strace", str(xml_file), "--duration", "2s")
         missing = virt_debug("run", "strace", "vd-no-such-domain")
         unknown = virt_debug("run", "no-such-debugger", str(xml_file))
+        # A folder that exists is the user's: never given to uid 107.
+        mine = work / "mine"
+        mine.mkdir(mode=0o755)
+        theirs = virt_debug("run", "strace", str(xml_file), "--output", str(mine))
     finally:
         for pid_file in (base / "session" / "runtime" / "libvirt").glob("*.pid"):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
@@ -70,3 +74,6 @@ def test_run_as_root_drops_to_uid_107_with_its_own_daemon(local_libvirt, guest_x
     assert unknown.returncode == 2, unknown.stderr
     assert "no-such-debugger" in unknown.stderr
     assert list((work / "virt-debug-out").iterdir()) == outputs
+    assert theirs.returncode == 2, theirs.stderr
+    assert f"uid 107 (QEMU's user) cannot write {mine}" in theirs.stderr
+    assert mine.stat().st_uid == 0 and not list(mine.iterdir())
