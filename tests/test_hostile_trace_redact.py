@@ -144,6 +144,14 @@ TRACES = {
     + CLONE
     + f'100 <... read resumed>"{KEY}", 32) = 32\n'
     + END,
+    # A read cut short (the trace ends mid-line): the reader cannot read the line,
+    # and the file it reads is one only QEMU's command line names.
+    "key-cut-line": '100 execve("/usr/bin/qemu-system-x86_64", ["qemu-system-x86_64", '
+    '"-object", "secret,id=sec0,format=raw,file=/run/keys/disk.txt"], 0x7ffd '
+    "/* 3 vars */) = 0\n"
+    '100 openat(AT_FDCWD, "/run/keys/disk.txt", O_RDONLY) = 3</run/keys/disk.txt>\n'
+    f'100 read(3</run/keys/disk.txt>, "{KEY}", 32',
+    "key-cut-line-no-y": KEY_QEMU + OPEN_KEY + f'100 read(3, "{KEY}", 32',
 }
 # Pieces of a secret that must not show, as text, hex escapes or a hex dump.
 LEAKS = (

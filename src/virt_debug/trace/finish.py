@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from virt_debug.trace.analysis import _Pass
 
 _ARGV_SECRET = re.compile(r"((?:^|[,\s])(?:data|password|passwd)=)((?:,,|[^,\s\"])+)")
+# A line the reader could not read (cut short, say) that reads data: which file the
+# fd is cannot be known there, so every string in it is hidden.
+_READ_CALL = re.compile(r"\b(?:read|readv|pread64|preadv2?|recv|recvfrom|recvmsg)\(")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*+"?')
 _JSON_SECRET = re.compile(
     r'((?:\\?")(?:data|password|passwd|secret)(?:\\?")\s*:\s*\\?")((?:[^"\\]++|\\.)*+)'
 )
@@ -206,6 +210,8 @@ def _scrub(result: Analysis, scrub) -> None:
         # A line the reader could not read may still be a secret file's read.
         if "master-key" in evidence.text or "/secrets/" in evidence.text:
             evidence.text = REDACTED
+        elif _READ_CALL.search(evidence.text):
+            evidence.text = _QUOTED.sub(f'"{REDACTED}"', evidence.text)
         fix(evidence)
     for group in result.failures + result.expected:
         for evidence in group.examples:

@@ -69,8 +69,26 @@ def copy_last_start(source: Path, dest: Path) -> Path | None:
     marker = data.rfind(_START_MARKER)
     if marker >= 0:
         data = data[data.rfind(b"\n", 0, marker) + 1 :]
-    dest.write_bytes(data)
+    # QEMU's command line is in there, extra <qemu:arg>s with their secrets too.
+    text = without_secrets(data.decode("utf-8", "surrogateescape"))
+    dest.write_bytes(text.encode("utf-8", "surrogateescape"))
     return dest
+
+
+# What the output directory keeps is for bug reports: no passwords, keys or secret
+# data in it. An XML attribute (passwd='...', spaces allowed around '='); an option
+# inside a value or a command line (data=..., password=..., key=... of -object
+# secret, -drive rbd:...:key=...); a JSON member ("data": "...").
+_XML_PASSWORD = re.compile(r"""\b(passwd|password)(\s*=\s*)(['"]).*?\3""", re.S)
+_OPTION = re.compile(r"""((?:^|[,:\s'"])(?:data|password|passwd|key)=)([^,:\s'"]+)""")
+_JSON = re.compile(r'("(?:data|password|passwd)"\s*:\s*")((?:[^"\\]|\\.)*)"')
+
+
+def without_secrets(text: str) -> str:
+    """``text`` (domain XML, libvirt's domain log) with secret values masked."""
+    text = _XML_PASSWORD.sub(r"\1\2\3***\3", text)
+    text = _OPTION.sub(r"\1***", text)
+    return _JSON.sub(r'\1***"', text)
 
 
 def last_qemu_message(log_path: Path | None) -> str | None:

@@ -188,7 +188,9 @@ def _traced_start(
     progress.phase("probing", f"defining {target.name} through the hook")
     domain.save_copy(target, placement.saved_xml(target.name))
     visible = target.saved_xml or target.xml
-    (output / "domain.xml").write_text(_without_secrets(visible), encoding="utf-8")
+    (output / "domain.xml").write_text(
+        collect.without_secrets(visible), encoding="utf-8"
+    )
 
     t0 = time.monotonic()
     try:
@@ -224,13 +226,6 @@ def _traced_start(
     t2 = time.monotonic()
     result.ended_by = _wait(dom, options, stop, progress, watch)
     result.timings["traced"] = time.monotonic() - t2
-
-
-def _without_secrets(xml: str) -> str:
-    # The copy in the output directory is for bug reports: no passwords in it.
-    import re
-
-    return re.sub(r"""(passwd|password)=(['"]).*?\2""", r"\1=\2***\2", xml)
 
 
 def _finish(
