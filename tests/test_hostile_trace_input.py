@@ -288,3 +288,34 @@ def test_report_path_is_shown_as_written_not_as_markup(tmp_path, name):
     assert f"report to {tmp_path}" in result.stderr
     if "[" in name:
         assert name in result.stderr
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["long-bodies", "endless-stack", "endless-dump"],
+)
+def test_memory_stays_bounded_whatever_repeats(tmp_path, kind):
+    # Each of these once grew with the input: long call bodies all kept in the
+    # reader's cache, and one call's -k frames or -e read= dump lines all kept.
+    path = tmp_path / f"{kind}.strace"
+    with path.open("w") as f:
+        if kind == "long-bodies":
+            for n in range(120):
+                f.write(f'100 write(5, "{"X" * (2 << 20)}{n}", 2097153) = 2097153\n')
+        else:
+            f.write('100 openat(AT_FDCWD, "/x", O_RDONLY) = -1 EACCES (Denied)\n')
+            line = (
+                " > /lib/x86_64-linux-gnu/libc.so.6(open+0x1234) [0x7f0000001234]\n"
+                if kind == "endless-stack"
+                else " | 00000  41 41 41 41 41 41 41 41  41 41 41 41 41 41 41 41  "
+                "AAAAAAAAAAAAAAAA |\n"
+            )
+            f.write(line * 3_000_000)
+        f.write("100 exit_group(1) = ?\n100 +++ exited with 1 +++\n")
+
+    # 400 MB of address space is far more than the reader needs; the inputs
+    # (240 MB, ~200 MB) would exceed it kept whole, with Python's overhead.
+    result = cli(str(path), "--format", "json", memory=400 << 20)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"unparsed_lines": 0' in result.stdout or '"unparsed": []' in result.stdout

@@ -104,7 +104,8 @@ class FileReader(RecordReader):
                     parsed = _read_body(key)
                     if len(bodies) >= _BODIES:
                         bodies.clear()
-                    bodies[key] = parsed
+                    if len(key) <= _CACHED_BODY:
+                        bodies[key] = parsed
                 if not parsed:
                     self._slow(line, line_no)
                     minute = second = ""  # it may have moved the day on
@@ -248,10 +249,10 @@ class FileReader(RecordReader):
         if line.startswith(" | "):
             held = self._held
             if held is not None:
-                if held.dump:
-                    held.dump.append(line)
-                else:
+                if not held.dump:
                     held.dump = [line]
+                elif len(held.dump) < MAX_DUMP_LINES:
+                    held.dump.append(line)
                 stats.joined += 1
             else:
                 stats.unparsed += 1
@@ -264,10 +265,10 @@ class FileReader(RecordReader):
         if line.startswith(" > "):
             held = self._held
             if held is not None:
-                if held.stack:
-                    held.stack.append(line[3:])
-                else:
+                if not held.stack:
                     held.stack = [line[3:]]
+                elif len(held.stack) < MAX_FRAMES:
+                    held.stack.append(line[3:])
                 stats.frames += 1
             else:
                 stats.unparsed += 1
@@ -364,6 +365,11 @@ class FileReader(RecordReader):
 LONGEST = 16 << 20  # characters read of one line at most; the rest is skipped
 _SHOWN = 2048  # characters of an over-long line kept to show
 _BODIES = 4096  # bodies remembered at most; the memory stays bounded
+_CACHED_BODY = 1024  # longer bodies are not remembered (they seldom repeat)
+# Kept per call at most; more are counted, not kept (a call's stack or dump is shown
+# whole only as far as this, and memory stays bounded however long the run of lines).
+MAX_FRAMES = 256
+MAX_DUMP_LINES = 4096
 # name, resumed, unfinished, args, result, retval, errno, errmsg, injected
 _Body = tuple[str, bool, bool, str, str, int | None, str | None, str | None, str | None]
 

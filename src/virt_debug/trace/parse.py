@@ -88,7 +88,7 @@ def trace_files(paths: Sequence[Path | str]) -> list[list[Path]]:
             found = [
                 p
                 for p in _walk(path, denied)
-                if is_trace_name(p.name) and p.is_file() and _is_text(p)
+                if is_trace_name(p.name) and not _special(p) and _is_text(p)
             ]
             if not found and denied:
                 raise TraceInputError(
@@ -377,6 +377,16 @@ def _day_base(path: Path):
         return datetime(day.year, day.month, day.day).timestamp()
 
     return base
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device found in a directory: opening one may block for ever,
+    or never end. Skipped, and said so."""
+    kinds = (path.is_fifo, path.is_socket, path.is_char_device, path.is_block_device)
+    if any(is_kind() for is_kind in kinds):
+        log.warning("skipping %s: not a regular file", path)
+        return True
+    return False
 
 
 def _is_text(path: Path) -> bool:
