@@ -319,3 +319,18 @@ def test_memory_stays_bounded_whatever_repeats(tmp_path, kind):
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"unparsed_lines": 0' in result.stdout or '"unparsed": []' in result.stdout
+
+
+def test_a_trace_on_standard_input(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "virt_debug", "analyze", "-", "--format", "json"],
+        input=PLAIN.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    from_file = cli(str(PLAIN), "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    calls = '"calls": '
+    assert result.stdout.split(calls)[1][:12] == from_file.stdout.split(calls)[1][:12]

@@ -75,6 +75,7 @@ def analyze(
         virt-debug analyze ./virt-debug-out/mydom-20261203-101500/20261203-101502-4242/
         virt-debug analyze ./virt-debug-out/mydom-20261203-101500/   # each launch
         virt-debug analyze qemu.strace --verbose
+        zcat qemu.strace.gz | virt-debug analyze -
         virt-debug analyze qemu.strace -f json -o report.json
         virt-debug analyze qemu.strace -f html -o report.html
         virt-debug analyze qemu.strace -f perfetto -o trace.json   # ui.perfetto.dev
@@ -83,6 +84,8 @@ def analyze(
         raise UsageError(
             "no trace given", "name a strace output file or directory to analyse"
         )
+    # "-": the trace comes on standard input (`zcat trace.gz | virt-debug analyze -`).
+    traces = tuple("/dev/stdin" if trace == "-" else trace for trace in traces)
     if output is not None:
         _refuse_overwriting_a_trace(output, traces)
     progress = Console(stderr=True)
