@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import kmock
@@ -182,6 +184,107 @@ def test_broken_kubeconfig_is_one_line(tmp_path, capsys, content):
     assert "cannot load the cluster configuration" in line or (
         "current-context 'gone' is not in" in line
     )
+
+
+def laughs(levels: int = 9, width: int = 9) -> str:
+    """A YAML "billion laughs": small to read, width ** levels nodes expanded."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    lines = [f"{names[0]}: &{names[0]} [" + ",".join(['"x"'] * width) + "]"]
+    for before, name in zip(names, names[1:], strict=False):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{before}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def valid_kubeconfig(tmp_path) -> str:
+    server = type("S", (), {"url": "http://127.0.0.1:1"})()
+    return KubeServer.kubeconfig(server, tmp_path / "valid").read_text()
+
+
+def guarded_cli(*args: str, env: dict[str, str] | None = None):
+    """The CLI in a child whose memory is capped, under a generous time limit: a
+    file that expands without bound fails the test instead of eating the host."""
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from virt_debug.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        pytest.param(laughs(), id="billion-laughs"),
+        pytest.param("x: &x [*x, *x]\n", id="recursive-alias"),
+        pytest.param(laughs(levels=4, width=40), id="wide-laughs"),
+    ],
+)
+@pytest.mark.parametrize("given", ["--kubeconfig", "$KUBECONFIG"])
+def test_a_kubeconfig_that_expands_without_bound_is_refused_at_once(
+    tmp_path, bomb, given
+):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(bomb + valid_kubeconfig(tmp_path))
+    args = ["kubevirt", "run", "strace", "vm1", "--dry-run"]
+    env = None
+    if given == "--kubeconfig":
+        args += ["--kubeconfig", str(config)]
+    else:
+        # A path list, as kubectl takes it: every file in it is checked.
+        env = {"KUBECONFIG": os.pathsep.join([str(tmp_path / "valid"), str(config)])}
+    result = guarded_cli(*args, env=env)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"virt-debug: error: kubeconfig {config} expands to too many YAML nodes "
+        "(aliases); refusing it (check where this file came from, or pass another "
+        "--kubeconfig)"
+    ]
+    assert result.stdout == ""
+
+
+def test_a_kubeconfig_nested_too_deeply_is_one_line(tmp_path):
+    config = tmp_path / "deep.yaml"
+    config.write_text(valid_kubeconfig(tmp_path) + "x: " + "[" * 5000 + "]" * 5000)
+    result = guarded_cli("kubevirt", "status", "vm1", "--kubeconfig", str(config))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.splitlines() == [
+        f"virt-debug: error: kubeconfig {config} nests too deeply; refusing it "
+        "(check where this file came from, or pass another --kubeconfig)"
+    ]
+
+
+def test_a_kubeconfig_with_a_few_anchors_still_loads(tmp_path):
+    # Anchors and aliases are ordinary YAML; only their blow-up is refused. Below
+    # the bound: 6 ** 6 = 46,656 strings.
+    config = tmp_path / "config"
+    config.write_text(
+        laughs(levels=6, width=6)
+        + """
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: &cluster {server: "http://127.0.0.1:1"}
+- name: copy
+  cluster: *cluster
+users:
+- {name: tester, user: {token: local-test-token}}
+contexts:
+- {name: local, context: {cluster: local, user: tester, namespace: ns7}}
+current-context: local
+"""
+    )
+    kube = connect(Connection(kubeconfig=str(config)))
+    assert kube.namespace == "ns7"
+    assert kube.host == "http://127.0.0.1:1"
 
 
 def test_missing_context_and_missing_file_are_one_line(cluster, tmp_path, capsys):
@@ -464,10 +567,16 @@ def test_fetch_before_any_trace_and_from_an_empty_directory(cluster, tmp_path):
     assert cluster.ours_left() == ["virt-debug-vm1-record"]
 
 
-@pytest.mark.parametrize("value", ["", "-5", "5x", "1e9", "nan", "5 m s"])
-def test_bad_durations_are_refused_before_anything_changes(cluster, capsys, value):
+@pytest.mark.parametrize("option", ["--duration", "--start-timeout"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "-5", "5x", "1e9", "nan", "5 m s", "0", "0s", "0.0m", "9" * 400],
+)
+def test_bad_durations_are_refused_before_anything_changes(
+    cluster, capsys, option, value
+):
     before = comparable(cluster.add_vm())
-    code, _, err = invoke(
+    code, out, err = invoke(
         capsys,
         "kubevirt",
         "run",
@@ -475,13 +584,183 @@ def test_bad_durations_are_refused_before_anything_changes(cluster, capsys, valu
         "vm1",
         "--kubeconfig",
         str(cluster.kubeconfig),
-        "--duration",
+        "--dry-run",
+        option,
         value,
     )
     assert code == 2, err
-    assert "is not a duration" in err and "Traceback" not in err
+    line = one_line_error(err)
+    assert f"{option} " in line and "is not a duration above zero" in line
+    assert out == ""
     assert comparable(cluster.vm()) == before
     assert cluster.ours_left() == []
+
+
+# Options that end up in the objects we create: refused before the kubeconfig is
+# read, with the option named.
+
+BAD_OPTIONS = [
+    ("--pvc-size", "x; rm -rf /", "not a Kubernetes quantity"),
+    ("--pvc-size", "-5Gi", "not above zero"),
+    ("--pvc-size", "0", "not above zero"),
+    ("--pvc-size", "0Gi", "not above zero"),
+    ("--pvc-size", "", "it is empty"),
+    ("--pvc-size", "1 Gi", "not a Kubernetes quantity"),
+    ("--pvc-size", "NaN", "not a Kubernetes quantity"),
+    ("--pvc-size", "Infinity", "not a Kubernetes quantity"),
+    ("--pvc-size", "1Gi\n", "not a Kubernetes quantity"),
+    ("--storage-class", "Bad Class/../x", "not a DNS subdomain"),
+    ("--storage-class", "fast\nx", "not a DNS subdomain"),
+    ("--storage-class", "", "it is empty"),
+    ("--helper-image", "evil\nimage:latest", "whitespace or a control character"),
+    ("--helper-image", "evil image", "whitespace or a control character"),
+    ("--helper-image", "evil\timage", "whitespace or a control character"),
+    ("--helper-image", "evil\x1b[2Jimage", "whitespace or a control character"),
+    ("--helper-image", "evil\u2028image", "whitespace or a control character"),
+    ("--helper-image", "", "it is empty"),
+]
+COMMANDS_WITH = {
+    "--pvc-size": ["run", "setup"],
+    "--storage-class": ["run", "setup"],
+    "--helper-image": ["run", "setup", "fetch"],
+}
+BAD_OPTION_CASES = [
+    pytest.param(command, option, value, problem, id=f"{command}{option}={value!r}")
+    for option, value, problem in BAD_OPTIONS
+    for command in COMMANDS_WITH[option]
+]
+
+
+def command_args(command: str, *args: str) -> list[str]:
+    head = ["kubevirt", "run", "strace"] if command == "run" else ["kubevirt", command]
+    return [*head, "vm1", *args]
+
+
+def unreachable_kubeconfig(tmp_path) -> str:
+    # Port 1 on loopback: nothing listens, so any connection fails at once.
+    server = type("S", (), {"url": "http://127.0.0.1:1"})()
+    return str(KubeServer.kubeconfig(server, tmp_path / "unreachable", namespace=NS))
+
+
+@pytest.mark.parametrize(("command", "option", "value", "problem"), BAD_OPTION_CASES)
+def test_bad_options_are_refused_before_anything_is_read(
+    cluster, capsys, command, option, value, problem
+):
+    before = comparable(cluster.add_vm())
+    requests = cluster.server.call(lambda: len(cluster.server.kmock._requests))
+    code, out, err = invoke(
+        capsys,
+        *command_args(
+            command,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--dry-run",
+            "-o",
+            "yaml",
+            option,
+            value,
+        ),
+    )
+    assert code == 2, err
+    line = one_line_error(err)
+    assert f"{option} " in line and "is not valid" in line and problem in line
+    # Control characters of the value are shown escaped, not sent to the terminal.
+    assert line.isprintable()
+    assert out == ""
+    assert cluster.server.call(lambda: len(cluster.server.kmock._requests)) == requests
+    assert comparable(cluster.vm()) == before
+    assert cluster.ours_left() == []
+
+
+@pytest.mark.parametrize(("command", "option", "value", "problem"), BAD_OPTION_CASES)
+def test_bad_options_are_refused_before_connecting(
+    tmp_path, capsys, command, option, value, problem
+):
+    config = unreachable_kubeconfig(tmp_path)
+    code, out, err = invoke(
+        capsys,
+        *command_args(command, "--kubeconfig", config, "--dry-run", option, value),
+    )
+    assert code == 2, err
+    line = one_line_error(err)
+    assert f"{option} " in line and problem in line
+    assert "cannot reach" not in line
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--duration", "0"],
+        ["--start-timeout", "0s"],
+        ["--pvc", "Tools"],
+        ["-n", "NS1"],
+    ],
+)
+def test_bad_durations_and_names_are_refused_before_connecting(tmp_path, capsys, args):
+    config = unreachable_kubeconfig(tmp_path)
+    code, out, err = invoke(
+        capsys, *command_args("run", "--kubeconfig", config, "--dry-run", *args)
+    )
+    assert code == 2, err
+    line = one_line_error(err)
+    assert args[0] in line or "namespace" in line
+    assert "cannot reach" not in line
+    assert out == ""
+
+
+def test_the_unreachable_kubeconfig_does_fail_to_connect(tmp_path, capsys):
+    # The tests above would prove nothing if this kubeconfig could connect.
+    config = unreachable_kubeconfig(tmp_path)
+    code, _, err = invoke(
+        capsys,
+        *command_args("run", "--kubeconfig", config, "--dry-run", "--pvc-size", "2Gi"),
+    )
+    assert code == 4, err
+    assert "cannot reach the API server" in one_line_error(err)
+
+
+def test_good_options_reach_the_objects(cluster, capsys):
+    cluster.add_vm()
+    image = "registry.example.com:5000/tools/py@sha256:" + "ab" * 32
+    code, out, err = invoke(
+        capsys,
+        *command_args(
+            "setup",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--dry-run",
+            "--pvc-size",
+            "1.5Gi",
+            "--storage-class",
+            "fast.ssd-1",
+            "--helper-image",
+            image,
+        ),
+    )
+    assert code == 0, err
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out)}
+    spec = docs["PersistentVolumeClaim"]["spec"]
+    assert spec["resources"]["requests"]["storage"] == "1.5Gi"
+    assert spec["storageClassName"] == "fast.ssd-1"
+    assert docs["Pod"]["spec"]["containers"][0]["image"] == image
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"size": "0"}, "--pvc-size"),
+        ({"storage_class": "A_B"}, "--storage-class"),
+        ({"helper_image": "a\nb"}, "--helper-image"),
+        ({"duration": 0.0}, "--duration"),
+        ({"start_timeout": -1.0}, "--start-timeout"),
+        ({"duration": float("nan")}, "--duration"),
+    ],
+)
+def test_a_session_refuses_bad_options_too(cluster, options, option):
+    # Callers of the library, not only the CLI, get the same refusal.
+    with pytest.raises(UsageError, match=f"^{option} .* is not valid"):
+        cluster.session(**options)
 
 
 # The hookSidecars annotation as users and other tools leave it.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -29,15 +30,20 @@ Examples:
 """
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``5m`` or ``1h``."""
+def parse_duration(text: str, option: str = "--duration") -> float:
+    """Seconds from ``90``, ``90s``, ``5m`` or ``1.5h`` given to ``option``; above 0."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "")
-    if not match:
-        raise click.BadParameter(
-            f"{text!r} is not a duration (examples: 90, 30s, 5m, 1h)"
+    seconds = 0.0
+    if match:
+        value, unit = float(match.group(1)), match.group(2) or "s"
+        seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
+    # Zero would end the wait at once; a number too long for a float is infinite.
+    if not 0 < seconds < math.inf:
+        raise UsageError(
+            f"{option} {text!r} is not a duration above zero",
+            hint="give seconds, or a number with s, m or h: 90, 30s, 5m, 1h",
         )
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+    return seconds
 
 
 KUBEVIRT_DEBUGGERS = ("strace",)
@@ -247,8 +253,18 @@ class Display:
 def _session(vm: str, kw: dict[str, Any], **options: Any):
     from virt_debug.backends.kubevirt.client import Connection, connect
     from virt_debug.backends.kubevirt.flow import Options, Session
+    from virt_debug.backends.kubevirt.preflight import check_names, check_options
     from virt_debug.backends.kubevirt.transport import KubeExec, LocalExec, PodExec
 
+    # What needs no cluster is refused before the kubeconfig is even read (its
+    # auth plugin may prompt or reach the network): options only a command
+    # has are None for the others.
+    check_names(vm, kw.get("namespace") or None, kw.get("claim") or "")
+    check_options(
+        size=kw.get("pvc_size"),
+        storage_class=kw.get("storage_class"),
+        helper_image=kw.get("helper_image"),
+    )
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # urllib3 warns of each retry; a failure ends in one error line of ours.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -390,7 +406,7 @@ def run_command(debugger: str, vm: str, **kw: Any) -> None:
         raise UsageError("choose one of --duration and --until-stopped")
     given = kw.pop("duration")
     duration = parse_duration("30s" if given is None else given)
-    start_timeout = parse_duration(kw.pop("start_timeout"))
+    start_timeout = parse_duration(kw.pop("start_timeout"), "--start-timeout")
     session = _session(
         vm, kw, debugger=debugger, duration=duration, start_timeout=start_timeout
     )

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import yaml
@@ -69,6 +71,58 @@ def _new_configuration() -> k8s.Configuration:
     return configuration
 
 
+# A kubeconfig is a few hundred nodes; a YAML "billion laughs" (anchors of lists
+# of aliases of lists...) composes small and expands to billions.
+MAX_KUBECONFIG_NODES = 100_000
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` holds with every alias expanded, counting no further
+    than just past ``limit`` (so a bomb or a recursive alias costs ``limit`` steps)."""
+    count = 0
+    pending: list[Iterator[yaml.Node]] = [iter([root])]
+    while pending and count <= limit:
+        node = next(pending[-1], None)
+        if node is None:
+            pending.pop()
+            continue
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            pending.append(iter(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            pending.append(chain.from_iterable(node.value))
+    return count
+
+
+def _check_kubeconfig(config_file: str) -> None:
+    """Refuse a kubeconfig that would expand to too much, before the client's loader
+    (which expands it all, without bound) gets it.
+
+    Anything else wrong with the files is left to the loader to report.
+    """
+    for path in config_file.split(os.pathsep):
+        path = os.path.expanduser(path)
+        try:
+            with open(path, "rb") as f:
+                # Composing keeps each anchored node once, however often aliased.
+                root = yaml.compose(f, Loader=yaml.SafeLoader)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        except RecursionError:
+            raise KubernetesError(
+                f"kubeconfig {path} nests too deeply; refusing it",
+                hint="check where this file came from, or pass another --kubeconfig",
+            ) from None
+        if root is not None and _expanded_nodes(root, MAX_KUBECONFIG_NODES) > (
+            MAX_KUBECONFIG_NODES
+        ):
+            raise KubernetesError(
+                f"kubeconfig {path} expands to too many YAML nodes (aliases); "
+                "refusing it",
+                hint="check where this file came from, or pass another --kubeconfig",
+            )
+
+
 def _no_configuration() -> KubernetesError:
     return KubernetesError(
         "no kubeconfig found (~/.kube/config or $KUBECONFIG) and not running in "
@@ -121,6 +175,8 @@ def connect(conn: Connection) -> Kube:
             f"cannot load the cluster configuration: {config_file} does not exist",
             hint=f"give {named} the path of an existing kubeconfig",
         )
+    if config_file:
+        _check_kubeconfig(config_file)
     try:
         if config_file:
             api_client = k8s_config.new_client_from_config(

@@ -75,6 +75,18 @@ class Session:
         self.namespace = namespace or kube.namespace
         self.options = options or Options()
         checks.check_names(self.vm, self.namespace, self.options.claim)
+        opts = self.options
+        checks.check_options(
+            size=opts.size,
+            storage_class=opts.storage_class,
+            helper_image=opts.helper_image,
+            seconds={
+                "--duration": opts.duration,
+                "--start-timeout": opts.start_timeout,
+                "stop timeout": opts.stop_timeout,
+                "--poll": opts.poll,
+            },
+        )
         self.report = report
         self.outcome: power.Outcome | None = None
         self.known_events: set[str] = set()

@@ -17,7 +17,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 SIDECAR_ANNOTATION = "hooks.kubevirt.io/hookSidecars"
 MOUNT_PATH = "/var/run/virt-debug"
@@ -89,6 +92,36 @@ def name_problem(name: str, *, label: bool = False) -> str:
             + ("" if label else " or '.'")
             + ", starting and ending with a letter or digit"
         )
+    return ""
+
+
+def size_problem(size: str) -> str:
+    """Why ``size`` cannot be a PVC's storage request; "" if it can."""
+    if not size:
+        return "it is empty"
+    # parse_quantity also takes what the API refuses (spaces, "1_000", non-ASCII
+    # digits, NaN): a quantity is plain printable ASCII without spaces.
+    if all("!" <= ch <= "~" and ch != "_" for ch in size):
+        try:
+            value: Decimal | None = parse_quantity(size)
+        except (ValueError, ArithmeticError):
+            value = None
+    else:
+        value = None
+    if value is None or not value.is_finite():
+        return "it is not a Kubernetes quantity"
+    if value <= 0:
+        return "it is not above zero"
+    return ""
+
+
+def image_problem(image: str) -> str:
+    """Why ``image`` cannot be a container image reference; "" if it can."""
+    if not image:
+        return "it is empty"
+    for ch in image:
+        if ch.isspace() or not ch.isprintable():
+            return f"it contains whitespace or a control character ({ch!r})"
     return ""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from virt_debug.backends.kubevirt.client import ApiError, Kube
 from virt_debug.backends.kubevirt.objects import (
     SIDECAR_ANNOTATION,
     feature_gate_patch,
+    image_problem,
     name_problem,
     parse_sidecars,
+    size_problem,
     template_annotations,
 )
 from virt_debug.errors import KubernetesError, UsageError
@@ -230,20 +233,69 @@ def kubevirt_path(cr: dict[str, Any]) -> str:
     )
 
 
-def check_names(vm: str, namespace: str, claim: str = "") -> None:
-    """Refuse names the API would not hold: they end up in request paths."""
+def check_names(vm: str, namespace: str | None, claim: str = "") -> None:
+    """Refuse names the API would not hold: they end up in request paths.
+
+    A namespace of None (not given yet, the kubeconfig's to come) is not checked.
+    """
     for what, name, label in (
         ("VM name", vm, False),
         ("namespace", namespace, True),
         ("--pvc", claim, True),
     ):
-        if what == "--pvc" and not claim:
+        if name is None or (what == "--pvc" and not claim):
             continue
         problem = name_problem(name, label=label)
         if problem:
             raise UsageError(
                 f"{what} {name!r} is not valid: {problem}",
                 hint="`kubectl get vms -A` lists the VMs and their namespaces",
+            )
+
+
+def check_options(
+    *,
+    size: str | None = None,
+    storage_class: str | None = None,
+    helper_image: str | None = None,
+    seconds: dict[str, float | None] | None = None,
+) -> None:
+    """Refuse option values the objects could not carry; None is "not given".
+
+    ``seconds`` maps an option's name to its duration, which must be above zero.
+    """
+    checks = (
+        (
+            "--pvc-size",
+            size,
+            size_problem,
+            "give a size above zero as a Kubernetes quantity: 1Gi, 500Mi, 10G",
+        ),
+        (
+            "--storage-class",
+            storage_class,
+            name_problem,
+            "`kubectl get storageclass` lists the names; leave the option out "
+            "for the cluster's default",
+        ),
+        (
+            "--helper-image",
+            helper_image,
+            image_problem,
+            "give an image reference such as registry.example.com/tools:1.0; "
+            "leave the option out for the cluster's sidecar-shim image",
+        ),
+    )
+    for what, value, problem_of, hint in checks:
+        problem = "" if value is None else problem_of(value)
+        if problem:
+            raise UsageError(f"{what} {value!r} is not valid: {problem}", hint=hint)
+    for what, duration in (seconds or {}).items():
+        if duration is not None and not 0 < duration < math.inf:
+            raise UsageError(
+                f"{what} {duration!r} is not valid: it is not a number of seconds "
+                "above zero",
+                hint="give seconds, or a number with s, m or h: 90, 30s, 5m, 1h",
             )
 
 
