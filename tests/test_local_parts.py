@@ -9,20 +9,20 @@ import pytest
 
 from virt_debug.backends.libvirt import collect, domain
 from virt_debug.backends.libvirt.summary import plain_launch_summary
-from virt_debug.cli.run import parse_duration
+from virt_debug.cli.durations import parse_duration
 from virt_debug.demo.guest import create_guest
 from virt_debug.errors import UsageError
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30), ("45s", 45), ("5m", 300), ("1.5h", 5400), (None, None)],
+    [("30", 30), ("45s", 45), ("5m", 300), ("1.5h", 5400), (" 2 m ", 120)],
 )
 def test_durations_in_seconds_or_with_a_unit(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5x", "-3", "0", "m5"])
+@pytest.mark.parametrize("text", ["", "5x", "-3", "0", "m5", "9" * 400])
 def test_bad_durations_are_usage_errors(text):
     with pytest.raises(UsageError, match="not a duration"):
         parse_duration(text)

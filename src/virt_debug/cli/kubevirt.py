@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ import click
 import yaml
 from rich.console import Console
 
+from virt_debug.cli.durations import parse_duration
 from virt_debug.errors import TraceInputError, UsageError
 
 EXAMPLES_RUN = """
@@ -28,22 +27,6 @@ Examples:
   virt-debug kubevirt run strace myvm --dry-run -o yaml     # review first
   kubectl virt-debug run strace myvm --context prod -n myns
 """
-
-
-def parse_duration(text: str, option: str = "--duration") -> float:
-    """Seconds from ``90``, ``90s``, ``5m`` or ``1.5h`` given to ``option``; above 0."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "")
-    seconds = 0.0
-    if match:
-        value, unit = float(match.group(1)), match.group(2) or "s"
-        seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
-    # Zero would end the wait at once; a number too long for a float is infinite.
-    if not 0 < seconds < math.inf:
-        raise UsageError(
-            f"{option} {text!r} is not a duration above zero",
-            hint="give seconds, or a number with s, m or h: 90, 30s, 5m, 1h",
-        )
-    return seconds
 
 
 KUBEVIRT_DEBUGGERS = ("strace",)

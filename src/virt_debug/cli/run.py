@@ -3,7 +3,6 @@
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,25 +15,11 @@ from rich.status import Status
 
 from virt_debug.backends.libvirt import connection, session
 from virt_debug.backends.libvirt import domain as domains
-from virt_debug.errors import Interrupted, LibvirtError, QemuFailed, UsageError
+from virt_debug.cli.durations import parse_duration
+from virt_debug.errors import Interrupted, LibvirtError, QemuFailed
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 # Piped or saved summaries wrap here; a long path keeps a line of its own, whole.
 WIDE = 100
-
-
-def parse_duration(text: str | None) -> float | None:
-    """Seconds from ``90``, ``90s``, ``5m``, ``1.5h``; None stays None."""
-    if text is None:
-        return None
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise UsageError(
-            f"--duration {text!r} is not a duration",
-            hint="give seconds, or a number with s, m or h: 30, 45s, 5m, 1h",
-        )
-    return float(match.group(1)) * _UNIT[match.group(2)]
 
 
 def default_output(name: str) -> Path:
@@ -271,7 +256,7 @@ def run_command(
         130  interrupted before the guest started (the definition is restored)
     """
     # Bad input fails before anything starts or is created.
-    seconds = parse_duration(duration)
+    seconds = parse_duration(duration) if duration is not None else None
     name = check_arguments(debugger, domain)
     source = click.get_current_context().get_parameter_source("uri")
     if (
