@@ -136,16 +136,7 @@ def analyze_events(
 ) -> Analysis:
     """Analyse a stream of events (from ``parse.iter_events``) in one pass."""
     run = _Pass(redact)
-    # The loop calls the tracker's and the pass's per-call steps directly: most
-    # events are calls, and each layer of calls costs on millions of them.
-    track = run.tracker.track_call
-    syscall = run._syscall
-    other = run.feed
-    for event in events:
-        if type(event) is Syscall:
-            syscall(event, track(event))
-        else:
-            other(event)
+    run.run(events)
     result = run.finish(list(sources))
     log.debug(
         "analysed %d events: %d failure groups, %d hints, QEMU pid %s",
@@ -192,7 +183,7 @@ class _Pass:
 
     def feed(self, event: Event) -> None:
         if type(event) is Syscall:
-            self._syscall(event, self.tracker.track_call(event))
+            self.run((event,))
             return
         self.events += 1  # events other than calls; calls count in self.calls
         if isinstance(event, Unparsed):
@@ -223,66 +214,99 @@ class _Pass:
                 self.start = time
             self.end = time
 
-    def _syscall(self, call: Syscall, thread: Thread) -> None:
-        # The hot path: runs for every call of traces with millions of them (after
-        # the tracker's step, which found the call's thread). Most calls are
-        # successful and repetitive: they get counted, put on their thread's
-        # timeline and nothing more; one dict lookup tells the few that matter.
-        # (The calls are counted at the end, from the per-syscall counts.)
-        time = call.time
-        if time is not None:
-            if self.start is None:
-                self.start = time
-            self.end = time
-        pid = call.pid
-        name = call.name
-        tgid = thread.tgid
-        # Per syscall name: [calls, errors, -T seconds, what else it needs]
-        stat = self.stats.get(name)
-        if stat is None:
-            stat = self.stats[name] = [0, 0, 0.0, _SPECIAL.get(name)]
-        stat[0] += 1
-        duration = call.duration
-        if duration is not None:
-            stat[2] += duration
-        special = stat[3]
+    def run(self, events: Iterable[Event]) -> None:
+        """Feed every event; the calls' step is written out here, in the loop.
 
-        if special is not None and special & _IO:
-            fd_path = call.fd_path
-            # eventfds and the like are most of a busy QEMU's reads and writes
-            if fd_path is None or fd_path[:11] != "anon_inode:":
-                self._io(call, tgid)
+        The hot path: it runs for every call of traces with millions of them, so
+        the tracker's step and this pass's share one loop body, and one lookup per
+        call finds both the thread (the tracker's) and its lane (ours). Most calls
+        are successful and repetitive: they get counted, put on their thread's
+        timeline and nothing more; one dict lookup tells the few that matter. (The
+        calls are counted at the end, from the per-syscall counts.)
+        """
+        tracker = self.tracker
+        step = tracker.step
+        track = tracker.track_call
+        lanes = self.lanes
+        overflow = self.overflow
+        stats = self.stats
+        other = self.feed
+        io = self._io
+        # tid -> its thread and lane; a thread on the shared overflow lane is left
+        # out, so that each of its calls goes through _lane as before.
+        known: dict[int, tuple[Thread, _LaneState]] = {}
+        for call in events:
+            if type(call) is not Syscall:
+                other(call)
+                continue
+            pid = call.pid
+            found = known.get(pid)
+            lane: _LaneState | None
+            if found is None:
+                thread = track(call)
+                lane = None  # found below, where _syscall used to look it up
+            else:
+                thread, lane = found
+                step(call, thread)
 
-        lane = self.lanes.get(pid)
-        if lane is None:
-            lane = self._lane(pid, tgid)
-        lane.last.append(call)
-        errno = call.errno
-        tail = lane.tail
-        if tail is not None:
-            # How many calls fell between head and tail is counted at the end.
-            tail.append((time, duration, name, errno, call.line_no))
-        elif lane.kept:
-            lane.head.append((time, duration, name, errno, call.line_no))
-            if len(lane.head) == TIMELINE_HEAD:
-                lane.tail = deque(maxlen=TIMELINE_TAIL)
+            time = call.time
+            if time is not None:
+                if self.start is None:
+                    self.start = time
+                self.end = time
+            name = call.name
+            tgid = thread.tgid
+            # Per syscall name: [calls, errors, -T seconds, what else it needs]
+            stat = stats.get(name)
+            if stat is None:
+                stat = stats[name] = [0, 0, 0.0, _SPECIAL.get(name)]
+            stat[0] += 1
+            duration = call.duration
+            if duration is not None:
+                stat[2] += duration
+            special = stat[3]
 
-        if errno is not None:
-            stat[1] += 1
-            self._failure(call, lane)
-        if tgid == self.qemu_tgid:
-            if call.retval is not None:  # not a call cut short by the end
-                self.last_tid = pid
+            if special is not None and special & _IO:
+                fd_path = call.fd_path
+                # eventfds and the like are most of a busy QEMU's reads and writes
+                if fd_path is None or fd_path[:11] != "anon_inode:":
+                    io(call, tgid)
+
+            if lane is None:
+                # A thread's first call (after _io: a secret read marks only a
+                # lane that already exists).
+                lane = lanes.get(pid)
+                if lane is None:
+                    lane = self._lane(pid, tgid)
+                if lane is not overflow:
+                    known[pid] = (thread, lane)
+            lane.last.append(call)
+            errno = call.errno
+            tail = lane.tail
+            if tail is not None:
+                # How many calls fell between head and tail is counted at the end.
+                tail.append((time, duration, name, errno, call.line_no))
+            elif lane.kept:
+                lane.head.append((time, duration, name, errno, call.line_no))
+                if len(lane.head) == TIMELINE_HEAD:
+                    lane.tail = deque(maxlen=TIMELINE_TAIL)
+
+            if errno is not None:
+                stat[1] += 1
+                self._failure(call, lane)
+            if tgid == self.qemu_tgid:
+                if call.retval is not None:  # not a call cut short by the end
+                    self.last_tid = pid
+                if special is not None:
+                    if special & _EXIT:
+                        self.exit_tid = pid
+                    elif special & _WRITE and call.fd == 2:
+                        self.stderr.add(call)
             if special is not None:
-                if special & _EXIT:
-                    self.exit_tid = pid
-                elif special & _WRITE and call.fd == 2:
-                    self.stderr.add(call)
-        if special is not None:
-            if special & _OPEN and call.path is not None:
-                self._file(call.path, errno is None)
-            elif special & _EXEC and call.retval == 0:
-                self._exec(call, lane)
+                if special & _OPEN and call.path is not None:
+                    self._file(call.path, errno is None)
+                elif special & _EXEC and call.retval == 0:
+                    self._exec(call, lane)
 
     def _io(self, call: Syscall, tgid: int) -> None:
         """Secret files, redaction and the monitor log, for the calls that move data."""

@@ -118,14 +118,25 @@ class Tracker:
 
     def track_call(self, call: Syscall) -> Thread:
         """``feed`` for a call: annotate it; returns the thread that made it."""
-        # This runs for every call of the trace: keep it to dict lookups.
         thread = self.threads.get(call.pid)
         if thread is None:
             thread = self._thread(call.pid, call.time)
-        elif call.time is not None:
+        self.step(call, thread)
+        return thread
+
+    def step(self, call: Syscall, thread: Thread) -> None:
+        """``track_call`` for a caller that already holds the call's thread.
+
+        The analysis keeps each thread beside its own per-thread state and finds
+        both with one lookup per call; everything else a call does to the tracker
+        happens here, for it and for ``track_call`` alike.
+        """
+        # This runs for every call of the trace: keep it to dict lookups.
+        time = call.time
+        if time is not None:
             if thread.first_time is None:
-                thread.first_time = call.time
-            thread.last_time = call.time
+                thread.first_time = time
+            thread.last_time = time
         thread.calls += 1
         if call.comm:
             thread.comm = call.comm
@@ -159,7 +170,6 @@ class Tracker:
         handler = self._handlers.get(name)
         if handler is not None and call.retval is not None:
             handler(self, thread, call)
-        return thread
 
     def _mmap_fd(self, call: Syscall, thread: Thread) -> None:
         """mmap's fd is its fifth argument (-1 for anonymous memory)."""
