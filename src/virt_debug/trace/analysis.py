@@ -20,9 +20,16 @@ from dataclasses import dataclass, field
 from virt_debug.trace import rootcause
 from virt_debug.trace.evidence import Evidence, StderrLog, evidence_of
 from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
-from virt_debug.trace.monitor import MonitorLog, MonitorMessage
+from virt_debug.trace.monitor import SOCKETS, MonitorLog, MonitorMessage
 from virt_debug.trace.noise import expected_reason
-from virt_debug.trace.redact import STREAMS, WATCHED, Redactor, is_secret_path
+from virt_debug.trace.redact import (
+    STREAMS,
+    WATCHED,
+    Redactor,
+    is_secret_path,
+    payload_cut,
+    stream_key,
+)
 from virt_debug.trace.results import (
     Ended,
     FailureGroup,
@@ -74,6 +81,10 @@ for _names, _flag in (
     for _name in _names:
         _SPECIAL[_name] = _SPECIAL.get(_name, 0) | _flag
 _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/ptmx")
+_STREAM_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
+_STREAM_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
+MAX_READINGS = 1024
+MAX_READING_ARGS = 1024  # longer argument texts are rarely repeated
 MAX_SECRET_READS = 50
 
 
@@ -176,6 +187,8 @@ class _Pass:
         self.exit_tid: int | None = None  # last thread of QEMU to call exit_group
         self.last_tid: int | None = None  # last thread of QEMU to make a call
         self.fatal: dict[str, int] = {}  # signal name -> thread it was delivered to
+        # argument text -> what _reading found in a socket call with that text
+        self.readings: dict[str, tuple] = {}
 
     def _tgid(self, tid: int) -> int:
         thread = self.tracker.threads.get(tid)
@@ -312,23 +325,76 @@ class _Pass:
         """Secret files, redaction and the monitor log, for the calls that move data."""
         fd_path = call.fd_path
         redactor = self.redactor
-        if fd_path:
-            if (
-                fd_path[0] == "/" and not fd_path.startswith(_TERMINALS)
-            ) or not fd_path.startswith(STREAMS):
-                # A file (relative when the tracker could not resolve it): only a
-                # secret one matters. The read is recorded before the redactor
-                # rewrites the call.
-                if is_secret_path(fd_path, redactor.secret_files):
-                    if call.name in _READS and call.retval:
-                        self._secret_read(call)
-                    redactor.feed(call)
-                return  # any other file, an eventfd...: no monitor there
+        # A monitor socket: QEMU reads QMP one byte per recvmsg, ~100k calls on a
+        # busy trace, each with the same few argument texts. What the text says
+        # (its bytes, fd, stream) is read once (see _reading); only the streams'
+        # state moves. A reading is only ever made for a socket: a file's call
+        # never finds one.
+        reading = self.readings.get(call.args)
+        if (
+            reading is None
+            or reading[0] != call.name
+            or reading[1] != fd_path
+            or reading[2] != tgid
+        ):
+            if fd_path:
+                if (
+                    fd_path[0] == "/" and not fd_path.startswith(_TERMINALS)
+                ) or not fd_path.startswith(STREAMS):
+                    # A file (relative when the tracker could not resolve it): only
+                    # a secret one matters. The read is recorded before the
+                    # redactor rewrites the call.
+                    if is_secret_path(fd_path, redactor.secret_files):
+                        if call.name in _READS and call.retval:
+                            self._secret_read(call)
+                        redactor.feed(call)
+                    return  # any other file, an eventfd...: no monitor there
+            reading = self._reading(call, tgid)
+        if reading is not None:
+            inbound, data, cut, fd, key = reading[3:]
+            retval = call.retval
+            # Redactor.feed and MonitorLog.feed, after their checks and reading.
+            hidden = (
+                data
+                and redactor.enabled
+                and (not inbound or (retval and retval > 0))
+                and redactor.feed_stream(call, tgid, fd, key, data)
+            )
+            if hidden:
+                # The call's text is rewritten: the monitor reads it the usual way
+                self.monitor.feed(call, tgid, data)
+            elif data and retval is not None and retval > 0:
+                self.monitor.add(call, fd, key, inbound, data, cut)
+            return
         redactor.last_payload = None
         redactor.feed(call, tgid)
         # The monitor log gets the bytes the redactor decoded before hiding them.
         done = redactor.last_payload
         self.monitor.feed(call, tgid, done[1] if done and done[0] is call else None)
+
+    def _reading(self, call: Syscall, tgid: int) -> tuple | None:
+        """For a call that moved data on a socket (a monitor's): its name, fd path
+        and process (what the rest depends on), whether it is inbound, its bytes,
+        whether strace cut them, its fd and its stream key. None for other calls."""
+        name = call.name
+        fd_path = call.fd_path
+        inbound = name in _STREAM_IN
+        if not inbound and name not in _STREAM_OUT:
+            return None
+        if fd_path is None or not fd_path.startswith(SOCKETS):
+            return None
+        args = call.args
+        fd = call.fd  # the tracker's reading of the first argument
+        if fd is None:
+            return None  # no fd the tracker could read: the usual way
+        data, cut = payload_cut(name, args)
+        key = stream_key(fd_path, tgid, fd, inbound)
+        reading = (name, fd_path, tgid, inbound, data, cut, fd, key)
+        if len(args) <= MAX_READING_ARGS:
+            if len(self.readings) >= MAX_READINGS:
+                self.readings.clear()
+            self.readings[args] = reading
+        return reading
 
     def _failure(self, call: Syscall, lane: _LaneState) -> None:
         # The tracker gives mmap's fd (its fifth argument) a path too.

@@ -18,7 +18,7 @@ MAX_MESSAGES = 200
 MAX_MESSAGE = 4096
 _IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
 _OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
-_SOCKETS = ("UNIX", "TCP", "socket:", "UDP")
+SOCKETS = ("UNIX", "TCP", "socket:", "UDP")
 _KEYS = r'"(?:data|password|passwd|secret|new-secret)"\s*:\s*"'
 _JSON_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]++|\\.)*+)(")')
 _CUT_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]++|\\.)*+)()$')
@@ -56,7 +56,7 @@ class MonitorLog:
         if not inbound and name not in _OUT:
             return
         fd_path = call.fd_path
-        if fd_path is None or not fd_path.startswith(_SOCKETS):
+        if fd_path is None or not fd_path.startswith(SOCKETS):
             return
         if call.retval is None or call.retval <= 0:
             return
@@ -72,7 +72,13 @@ class MonitorLog:
                 return
             fd = num[0]
 
-        key = stream_key(fd_path, tgid, fd, inbound)
+        self.add(call, fd, stream_key(fd_path, tgid, fd, inbound), inbound, data, cut)
+
+    def add(
+        self, call: Syscall, fd: int, key: tuple, inbound: bool, data: bytes, cut: bool
+    ) -> None:
+        """``feed``'s last step, for a socket call already read (``key``: its
+        ``stream_key``) that moved ``data``; ``cut``: strace cut it short."""
         pending = self._open.get(key)
         if pending is None:
             pending = self._open[key] = (bytearray(), call)

@@ -226,7 +226,15 @@ class Redactor:
             fd = num[0]
         if tgid is None:
             tgid = self._tgid_of(call.pid)
-        key = stream_key(call.fd_path, tgid, fd, inbound)
+        return self.feed_stream(
+            call, tgid, fd, stream_key(call.fd_path, tgid, fd, inbound), data
+        )
+
+    def feed_stream(
+        self, call: Syscall, tgid: int, fd: int, key: tuple, data: bytes
+    ) -> bool:
+        """``feed``'s last step, for a stream call already read: ``data`` its bytes,
+        ``fd`` its fd, ``key`` its ``stream_key``. True when it hid the call."""
         if len(key) == 2 and call.fd_path:
             self._sockets[(tgid, fd)] = call.fd_path  # for a close without -y
         stream = self._streams.get(key)
