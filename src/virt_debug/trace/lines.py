@@ -62,22 +62,33 @@ class FileReader(RecordReader):
                 line = line.rstrip("\r\n")
 
                 # Layout: an optional pid column, an optional timestamp, the body.
-                head, _, rest = line.partition(" ")
-                if head == pid_text:
+                # Most lines are "PID TIME BODY" with the pid of the line before,
+                # split in one go; the careful split below gives the same parts.
+                parts = line.split(" ", 2)
+                if (
+                    len(parts) == 3
+                    and parts[0] == pid_text
+                    and "0" <= parts[1][:1] <= "9"
+                ):
                     this_pid = pid
-                    rest = rest.lstrip(" ")
-                elif head.isdigit() and len(head) <= 8 and head.isascii():
-                    pid_text = head
-                    this_pid = pid = int(head)
-                    rest = rest.lstrip(" ")
+                    _, ts, body = parts
                 else:
-                    this_pid = default_pid
-                    rest = line
-                if "0" <= rest[:1] <= "9":
-                    ts, _, body = rest.partition(" ")
-                else:
-                    ts = None
-                    body = rest
+                    head, _, rest = line.partition(" ")
+                    if head == pid_text:
+                        this_pid = pid
+                        rest = rest.lstrip(" ")
+                    elif head.isdigit() and len(head) <= 8 and head.isascii():
+                        pid_text = head
+                        this_pid = pid = int(head)
+                        rest = rest.lstrip(" ")
+                    else:
+                        this_pid = default_pid
+                        rest = line
+                    if "0" <= rest[:1] <= "9":
+                        ts, _, body = rest.partition(" ")
+                    else:
+                        ts = None
+                        body = rest
 
                 if not fast or self._carry is not None:
                     self._slow(line, line_no)
