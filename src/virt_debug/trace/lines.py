@@ -50,6 +50,7 @@ class FileReader(RecordReader):
             fast = self.fast
             valid_time = TIMESTAMP.fullmatch
             bodies: dict[str, _Body | tuple[()]] = {}
+            durations: dict[str, float] = {}  # "0.000007>" -> 7e-06
             new_object = object.__new__
             for line_no, line in enumerate(lines, 1):
                 if len(line) >= LONGEST and line[-1] != "\n":
@@ -100,16 +101,26 @@ class FileReader(RecordReader):
 
                 # The body without its -T duration repeats line after line in a
                 # busy trace (the same write to the same eventfd): read each once.
-                duration = None
-                key = body
-                if body[-1:] == ">":
-                    k = body.rfind(" <")
-                    if k > 0 and "0" <= body[k + 2 : k + 3] <= "9":
+                # The duration is the text after the last " <", "0.000007>": a few
+                # thousand such texts make up a whole trace, so each is checked
+                # and converted once, then looked up (a float() per line cost
+                # more than the rest of the split).
+                key, _, shown = body.rpartition(" <")
+                duration = durations.get(shown)
+                if duration is None or not key:
+                    duration = None
+                    if key and "0" <= shown[:1] <= "9" and shown[-1:] == ">":
                         try:
-                            duration = float(body[k + 2 : -1])
-                            key = body[:k]
+                            duration = float(shown[:-1])
                         except ValueError:
-                            pass
+                            key = body
+                        else:
+                            if len(durations) >= _DURATIONS:
+                                durations.clear()
+                            if len(shown) <= _CACHED_DURATION:
+                                durations[shown] = duration
+                    else:
+                        key = body
                 parsed: Any = bodies.get(key)
                 if parsed is None:
                     parsed = _read_body(key)
@@ -377,6 +388,8 @@ LONGEST = 16 << 20  # characters read of one line at most; the rest is skipped
 _SHOWN = 2048  # characters of an over-long line kept to show
 _BODIES = 4096  # bodies remembered at most; the memory stays bounded
 _CACHED_BODY = 1024  # longer bodies are not remembered (they seldom repeat)
+_DURATIONS = 4096  # -T durations remembered at most
+_CACHED_DURATION = 32  # longer duration texts are not remembered
 # Kept per call at most; more are counted, not kept (a call's stack or dump is shown
 # whole only as far as this, and memory stays bounded however long the run of lines).
 MAX_FRAMES = 256
