@@ -23,6 +23,8 @@ from virt_debug.trace.model import Event, Exit, Note, Signal, Syscall, Unparsed
 from virt_debug.trace.monitor import SOCKETS, MonitorLog, MonitorMessage
 from virt_debug.trace.noise import expected_reason
 from virt_debug.trace.redact import (
+    INBOUND,
+    OUTBOUND,
     STREAMS,
     WATCHED,
     Redactor,
@@ -81,8 +83,6 @@ for _names, _flag in (
     for _name in _names:
         _SPECIAL[_name] = _SPECIAL.get(_name, 0) | _flag
 _TERMINALS = ("/dev/pts/", "/dev/tty", "/dev/ptmx")
-_STREAM_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
-_STREAM_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
 MAX_READINGS = 1024
 MAX_READING_ARGS = 1024  # longer argument texts are rarely repeated
 MAX_SECRET_READS = 50
@@ -378,8 +378,8 @@ class _Pass:
         whether strace cut them, its fd and its stream key. None for other calls."""
         name = call.name
         fd_path = call.fd_path
-        inbound = name in _STREAM_IN
-        if not inbound and name not in _STREAM_OUT:
+        inbound = name in INBOUND
+        if not inbound and name not in OUTBOUND:
             return None
         if fd_path is None or not fd_path.startswith(SOCKETS):
             return None

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 from virt_debug.trace import syntax
 from virt_debug.trace.model import Syscall
-from virt_debug.trace.redact import payload_cut, stream_key
+from virt_debug.trace.redact import INBOUND, OUTBOUND, payload_cut, stream_key
 from virt_debug.trace.strings import REDACTED
 
 MAX_MESSAGES = 200
 MAX_MESSAGE = 4096
-_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
-_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
 SOCKETS = ("UNIX", "TCP", "socket:", "UDP")
 _KEYS = r'"(?:data|password|passwd|secret|new-secret)"\s*:\s*"'
 _JSON_SECRET = re.compile(r"(" + _KEYS + r')((?:[^"\\]++|\\.)*+)(")')
@@ -52,8 +50,8 @@ class MonitorLog:
     def feed(self, call: Syscall, tgid: int, data: bytes | None = None) -> None:
         """Add what ``call`` moved (``data``: its bytes, when already decoded)."""
         name = call.name
-        inbound = name in _IN
-        if not inbound and name not in _OUT:
+        inbound = name in INBOUND
+        if not inbound and name not in OUTBOUND:
             return
         fd_path = call.fd_path
         if fd_path is None or not fd_path.startswith(SOCKETS):

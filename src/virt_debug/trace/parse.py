@@ -382,8 +382,8 @@ def _day_base(path: Path):
 def _special(path: Path) -> bool:
     """A FIFO, socket or device found in a directory: opening one may block for ever,
     or never end. Skipped, and said so."""
-    kinds = (path.is_fifo, path.is_socket, path.is_char_device, path.is_block_device)
-    if any(is_kind() for is_kind in kinds):
+    # A dangling link does not exist: it is kept, for the reader to say why.
+    if path.exists() and not path.is_file():
         log.warning("skipping %s: not a regular file", path)
         return True
     return False

@@ -29,10 +29,11 @@ _FILE_IO = frozenset(
         "writev", "pwritev", "pwritev2",
     }
 )  # fmt: skip
-_STREAM_IN = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
-_STREAM_OUT = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
+# The calls that move a stream's bytes in, and out (the monitor log reads them too).
+INBOUND = frozenset({"read", "readv", "recv", "recvfrom", "recvmsg"})
+OUTBOUND = frozenset({"write", "writev", "send", "sendto", "sendmsg"})
 _EXECS = frozenset({"execve", "execveat"})
-WATCHED = _FILE_IO | _STREAM_IN | _STREAM_OUT | _EXECS | {"close"}
+WATCHED = _FILE_IO | INBOUND | OUTBOUND | _EXECS | {"close"}
 # What a monitor can be connected through (-y decorations); an fd nothing is known
 # about counts too.
 STREAMS = (
@@ -200,8 +201,8 @@ class Redactor:
         if fd_path is not None and not fd_path.startswith(STREAMS):
             return False  # a file, an eventfd...: not a monitor connection
 
-        inbound = name in _STREAM_IN
-        if not inbound and name not in _STREAM_OUT:
+        inbound = name in INBOUND
+        if not inbound and name not in OUTBOUND:
             return False
         if inbound and not (call.retval and call.retval > 0):
             return False
