@@ -1,10 +1,8 @@
 """``virt-debug run``: trace the next start of a local libvirt domain."""
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -270,18 +268,16 @@ def run_command(
         )
         if domains.looks_like_file(domain):
             domain = str(Path(domain).absolute())
-    output = output or default_output(name)
-    with removed_if_unused(output):
-        result = execute(
-            debugger,
-            domain,
-            uri=uri,
-            output=output,
-            duration=seconds,
-            full=full,
-            qemu=qemu,
-            extra_args=extra_args,
-        )
+    result = execute(
+        debugger,
+        domain,
+        uri=uri,
+        output=output,
+        duration=seconds,
+        full=full,
+        qemu=qemu,
+        extra_args=extra_args,
+    )
     exit_for(result)
 
 
@@ -309,20 +305,6 @@ def _as_qemu_user(debugger, domain, name, duration, output, full, qemu, extra_ar
 
     daemon, output = drop_to_qemu_user(args, output, f"`run {debugger}`", check)
     return daemon.direct_uri, output
-
-
-@contextlib.contextmanager
-def removed_if_unused(output: Path) -> Iterator[None]:
-    """On a failure, remove ``output`` if this command made it and it is still
-    empty: a refused run leaves nothing behind."""
-    made = not output.exists()
-    try:
-        yield
-    except BaseException:
-        if made:
-            with contextlib.suppress(OSError):
-                output.rmdir()  # only ever an empty one
-        raise
 
 
 def exit_for(result) -> None:

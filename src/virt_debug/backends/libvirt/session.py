@@ -134,6 +134,9 @@ def run(
     """Start ``target`` under the debugger, trace it, stop it, and restore it."""
     progress = progress or Progress()
     output = options.output
+    # Everything that may refuse the run comes before the output directory exists:
+    # a refused run leaves nothing behind.
+    emulator = domain.real_emulator(conn, target, options.qemu)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -141,7 +144,6 @@ def run(
             f"cannot make the output directory {output}: {e.strerror}",
             hint="choose another --output",
         ) from e
-    emulator = domain.real_emulator(conn, target, options.qemu)
     result = RunResult(target.name, output, emulator)
     # An output directory used before keeps its launches; ours are the new ones.
     earlier = set(collect.launch_dirs(output))
